@@ -1,0 +1,34 @@
+"""valueprobe_jax: probing LLM value orientations with JAX/Flax (EMNLP 2025 paper, extended)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="valueprobe_jax",
+    version="0.1.0",
+    description="Value probing of LLMs (token / sequence / text methods), robustness and expressiveness, in JAX/Flax",
+    python_requires=">=3.11",
+    packages=find_packages(include=["valueprobe_jax", "valueprobe_jax.*", "analysis", "analysis.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "numpy>=2.0",
+        "scipy>=1.13",
+        "transformers>=5.0",  # tokenizers and chat templates
+        "safetensors>=0.4",  # HF checkpoints without PyTorch
+        "gguf>=0.17",  # the packaged SmolLM2 weights
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "tensorflow-datasets>=4.9.8",  # data builders (array_record, no TensorFlow)
+        "array_record>=0.7",
+        "pyarrow>=15",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # torch: CPU build for parity tests against transformers (pip install torch==2.13.0).
+        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+        "tpu": ["jax[tpu]>=0.10"],
+        "cuda": ["jax[cuda12]>=0.10"],
+    },
+    entry_points={"console_scripts": ["valueprobe=valueprobe_jax.cli:main"]},
+)

@@ -1,0 +1,55 @@
+"""The `valueprobe` command. Each subcommand lives in its own module of this package and exposes
+``add_parser(subparsers)`` and ``run(args) -> int``; library modules never import from here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from valueprobe_jax.errors import InputError
+
+# subcommand name -> module under valueprobe_jax.cli
+SUBCOMMANDS = {
+    "convert": "convert",
+    "logprobs": "logprobs",
+    "probe": "probe",
+    "run": "run",
+    "merge": "merge",
+    "report": "report",
+    "bench": "bench",
+    "plan": "plan",
+    "synthesize": "synthesize",
+    "verify": "verify",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="valueprobe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(f"valueprobe_jax.cli.{module}")
+        except ModuleNotFoundError as e:
+            if e.name == f"valueprobe_jax.cli.{module}":
+                continue  # subcommand not built yet
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"valueprobe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"valueprobe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from valueprobe_jax.config_loading import split_config_overrides
 from valueprobe_jax.errors import InputError
 
 # subcommand name -> module under valueprobe_jax.cli
@@ -40,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, overrides = split_config_overrides(argv)
+    except InputError as e:
+        parser.error(str(e))
     args = parser.parse_args(argv)
+    if overrides and not hasattr(args, "config"):
+        parser.error(f"{args.command} takes no --config, so {overrides[0]} cannot apply")
+    args.config_overrides = overrides
     try:
         return int(args.func(args) or 0)
     except InputError as e:

@@ -1,0 +1,55 @@
+"""The one shape every sweep config has (big_vision style: sections input / model / probe /
+actions / run), so configs/*.py only state what differs between experiments."""
+
+from __future__ import annotations
+
+import ml_collections
+
+PAPER_STYLES = ("default", "prefixed", "one_shot")
+PAPER_VARIANTS = ("baseline", "reverse", "num", "lower", "shuffle")
+PAPER_COUNTRIES = ("United States", "Germany", "Czech", "China", "Mexico", "Egypt")
+PAPER_METHODS = ("token", "seq", "text")
+
+
+def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
+    """Defaults shared by every experiment: the paper's procedure on every question."""
+    c = ml_collections.ConfigDict()
+    c.experiment = experiment
+    c.max_questions = 0  # 0 = all questions of the bank
+
+    c.input = ml_collections.ConfigDict()
+    c.input.data_dir = ""  # "" = VALUEPROBE_DATA_DIR, else download (pinned, checksummed)
+    c.input.questions_file = ""  # a JSON list of {"id", "question", "options"} instead of the bank
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = model  # registry name or a local checkpoint directory
+    c.model.dtype = "float32"
+    c.model.strategy = "packed"  # naive | padded | packed | prefix_cache
+
+    c.probe = ml_collections.ConfigDict()
+    c.probe.styles = list(PAPER_STYLES)
+    c.probe.variants = list(PAPER_VARIANTS)
+    c.probe.countries = []  # country prompts; the no-country prompt is added by include_no_country
+    c.probe.include_no_country = True
+    c.probe.methods = list(PAPER_METHODS)
+    c.probe.samples = 10  # paper: N=10
+    c.probe.temperature = 1.0
+    c.probe.top_k = 0
+    c.probe.top_p = 1.0
+    c.probe.max_new_tokens = 64
+    c.probe.seed = 0
+    c.probe.shuffle_seed = 0
+    c.probe.parse_mode = "label"  # label | paper
+
+    c.actions = ml_collections.ConfigDict()
+    c.actions.enabled = False
+    c.actions.templates = [0, 1, 2]
+    c.actions.max_scenarios = 10  # per question, as the paper
+    c.actions.max_new_tokens = 20
+    c.actions.samples = 1
+
+    c.run = ml_collections.ConfigDict()
+    c.run.mesh = ""  # e.g. "data=2,tensor=4"; "" = all local devices on the data axis
+    c.run.chunk_size = 32  # work items per Parquet shard (the unit of resumption)
+    c.run.batch_prompts = 8  # prompts per engine call
+    return c

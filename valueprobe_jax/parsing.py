@@ -84,8 +84,7 @@ def _is_ambiguous(label: str) -> bool:
 
 def _clean_end(rest: str, label: str) -> bool:
     """Whether what follows a label ends it as an answer: end, newline, ')', ']', a '.'/':' not
-    inside an abbreviation or decimal, a quote; ',', ';', '!', '?' too except after I/i and
-    digits (where they are ordinary prose)."""
+    inside an abbreviation or decimal, a quote; ',', ';', '!', '?' too except after the pronoun I/i."""
     if not rest or rest[0] == "\n":
         return True
     c = rest[0]
@@ -97,7 +96,7 @@ def _clean_end(rest: str, label: str) -> bool:
     if c in ".:":
         return not nxt.isalnum()
     if c in ",;!?":
-        return label not in ("I", "i") and not label.isdigit()
+        return label not in ("I", "i")
     return False
 
 

@@ -1,0 +1,88 @@
+"""Merge per-host (or per-chunk) Parquet result shards into one file, one row per work-item key.
+
+Hosts of a pod write their own shards; a re-run with a different host count can write the same
+item twice. The merge keeps the first row of each key in sorted-path order, counts duplicates
+(and duplicates whose contents differ, which would mean a nondeterministic engine), sorts rows by
+key, and writes the output atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from valueprobe_jax.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeSummary:
+    shards: int
+    rows_in: int
+    rows_out: int
+    duplicates: int  # rows dropped because their key was already seen
+    conflicting: int  # of those, rows whose other columns differ from the kept row
+
+    def __str__(self) -> str:
+        s = (f"{self.shards} shard(s), {self.rows_in} rows in, {self.rows_out} rows out, "
+             f"{self.duplicates} duplicate(s) dropped")
+        return s + (f" ({self.conflicting} with different contents)" if self.conflicting else "")
+
+
+def write_table_atomic(table: pa.Table, out_path: str | os.PathLike) -> None:
+    """Write a Parquet file that appears whole or not at all (temp file + rename)."""
+    out = pathlib.Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def merge_tables(tables: Sequence[pa.Table], key: Sequence[str] = ("key",)) -> tuple[pa.Table, int, int]:
+    """Concatenate, keep the first row per key, sort by key. Returns (table, duplicates, conflicts)."""
+    if not tables:
+        raise InputError("merge: no shards to merge")
+    table = pa.concat_tables(tables, promote_options="default")
+    missing = [k for k in key if k not in table.column_names]
+    if missing:
+        raise InputError(f"merge: shards have no key column(s) {missing}")
+    keys = list(zip(*(table.column(k).to_pylist() for k in key)))
+    first: dict[tuple, int] = {}
+    dup_rows: list[tuple[int, int]] = []
+    for i, k in enumerate(keys):
+        if k in first:
+            dup_rows.append((first[k], i))
+        else:
+            first[k] = i
+    conflicts = 0
+    if dup_rows:
+        rows = table.to_pylist()
+        conflicts = sum(rows[a] != rows[b] for a, b in dup_rows)
+    kept = table.take(pa.array(sorted(first.values()), pa.int64()))
+    kept = kept.sort_by([(k, "ascending") for k in key])
+    return kept, len(dup_rows), conflicts
+
+
+def merge_shards(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *,
+                 key: Sequence[str] = ("key",)) -> MergeSummary:
+    """Merge Parquet shards into ``out_path``, deduplicated by ``key`` (first in sorted path order)."""
+    paths = sorted({pathlib.Path(p) for p in paths}, key=str)
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: shard file not found")
+    tables = [pq.read_table(p) for p in paths]
+    table, dups, conflicts = merge_tables(tables, key)
+    write_table_atomic(table, out_path)
+    return MergeSummary(len(paths), sum(t.num_rows for t in tables), table.num_rows, dups, conflicts)

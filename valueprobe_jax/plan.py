@@ -1,0 +1,207 @@
+"""Memory plan: bytes per device for parameters, KV cache and activations of a model on a mesh,
+whether it fits on the accelerators the paper's models run on, and which mesh to use.
+
+Parameters and the KV cache are exact (every tensor's shape divided by the mesh axes the sharding
+rules of ``sharding.py`` actually split it over, fallbacks included). Activations are an estimate
+of the peak of one forward pass over ``batch`` rows of ``max_len`` tokens (a packed scoring row,
+or a prefill). Layers run under ``lax.scan`` so one layer's intermediates are live at a time::
+
+    act = b*T*(2*E + (h + 2*kv)*D + 3*m)*w      residual + normed input, q/k/v, MLP gate/up/act
+        + b*h*T*S*(4 + 4 + w)                   attention scores f32, masked f32, probabilities
+        + b*T*h*D*4                             attention output (f32 accumulation)
+        + b*T*S                                 boolean mask
+        + b*T*v*4                               logits f32 at every position (upper bound)
+
+with T = S = max_len, w the dtype's bytes, b = batch / (data*fsdp) (where divisible), and
+h, kv, m, v = heads, kv_heads, mlp, vocab divided by ``tensor`` where divisible. The KV cache is
+sized for ``batch`` rows of capacity ``max_len``: 2 * layers * b * S * kv * head_dim * w.
+A device "fits" when the total is at most ``USABLE_FRACTION`` of its memory (the rest is left for
+XLA's workspace, compiled programs and fragmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+from valueprobe_jax.errors import InputError
+from valueprobe_jax.models.config import ModelConfig
+from valueprobe_jax.models.layers import param_shapes
+from valueprobe_jax.sharding import (MESH_AXES, Fallback, cache_pspecs, logical_to_pspec,
+                                     param_pspecs, parse_mesh_spec)
+
+GiB = 1024 ** 3
+USABLE_FRACTION = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+    name: str
+    chips: int  # devices JAX sees (TPU chips / GPUs)
+    hbm_gib: float  # memory per device
+    hosts: int
+
+    @property
+    def usable_bytes(self) -> float:
+        return self.hbm_gib * GiB * USABLE_FRACTION
+
+    def label(self) -> str:
+        return f"{self.name} ({self.chips}x{self.hbm_gib:g} GiB)"
+
+
+# v4-8 = 4 chips of 32 GiB; v5e-16 = 16 chips of 16 GiB; v5p-64 = 64 TensorCores = 32 chips of
+# 95 GiB; one H100 SXM with 80 GiB.
+ACCELERATORS: tuple[Accelerator, ...] = (
+    Accelerator("tpu-v4-8", 4, 32, 1),
+    Accelerator("tpu-v5e-16", 16, 16, 4),
+    Accelerator("tpu-v5p-64", 32, 95, 8),
+    Accelerator("h100-80gb", 1, 80, 1),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per device of one model on one mesh (see the module docstring for the formulas)."""
+
+    model: str
+    mesh: dict[str, int]
+    batch: int
+    max_len: int
+    dtype: str
+    num_params: int
+    params_bytes: int
+    kv_cache_bytes: int
+    activation_bytes: int
+    fallbacks: tuple[str, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.params_bytes + self.kv_cache_bytes + self.activation_bytes
+
+    @property
+    def devices(self) -> int:
+        return math.prod(self.mesh.values())
+
+    def fits(self, acc: Accelerator) -> bool:
+        return self.devices == acc.chips and self.total_bytes <= acc.usable_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["fallbacks"] = list(self.fallbacks)
+        d["total_bytes"] = self.total_bytes
+        return d
+
+
+def _split(pspec_entry: Any, mesh: Mapping[str, int]) -> int:
+    if pspec_entry is None:
+        return 1
+    axes = (pspec_entry,) if isinstance(pspec_entry, str) else tuple(pspec_entry)
+    return math.prod(mesh[a] for a in axes)
+
+
+def _local_shape(shape: Sequence[int], pspec: Any, mesh: Mapping[str, int]) -> list[int]:
+    entries = list(pspec) + [None] * (len(shape) - len(pspec))
+    return [d // _split(e, mesh) for d, e in zip(shape, entries)]
+
+
+def _dim_split(logical: str, size: int, mesh: Mapping[str, int]) -> int:
+    """How many ways the rules split one activation dimension (1 when it falls back)."""
+    spec, _ = logical_to_pspec((logical,), (size,), mesh)
+    return _split(spec[0], mesh) if len(spec) else 1
+
+
+def plan_memory(cfg: ModelConfig, mesh: Any, *, batch: int, max_len: int, dtype: str | None = None,
+                name: str = "") -> MemoryPlan:
+    """Per-device bytes of ``cfg`` on ``mesh`` (a spec string, mapping or Mesh) for ``batch``
+    rows of ``max_len`` tokens. No device is touched."""
+    if batch < 1 or max_len < 1:
+        raise InputError(f"plan: batch ({batch}) and max-len ({max_len}) must be positive")
+    mesh = parse_mesh_spec(dict(mesh.shape) if hasattr(mesh, "devices") else mesh)
+    dtype = dtype or cfg.dtype
+    try:
+        w = jnp.dtype(dtype).itemsize
+    except TypeError as e:
+        raise InputError(f"--dtype {dtype!r}: unknown dtype") from e
+    shapes = param_shapes(cfg)
+    specs, fallbacks = param_pspecs(cfg, mesh)
+    flat_specs = _flatten(specs)
+    params_bytes = sum(math.prod(_local_shape(s, flat_specs[n], mesh)) * w for n, s in shapes.items())
+    num_params = sum(math.prod(s) for s in shapes.values())
+
+    cspecs, _ = cache_pspecs(cfg, mesh, batch, max_len)
+    kshape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    kv_bytes = 2 * math.prod(_local_shape(kshape, cspecs.k, mesh)) * w
+    kv_bytes += math.prod(_local_shape((batch, max_len), cspecs.pos, mesh)) * 4
+
+    b = batch // _dim_split("batch", batch, mesh)
+    h = cfg.num_heads // _dim_split("heads", cfg.num_heads, mesh)
+    kv = cfg.num_kv_heads // _dim_split("kv_heads", cfg.num_kv_heads, mesh)
+    m = cfg.intermediate_size // _dim_split("mlp", cfg.intermediate_size, mesh)
+    v = cfg.vocab_size // _dim_split("vocab", cfg.vocab_size, mesh)
+    t = s = max_len
+    e, d = cfg.hidden_size, cfg.head_dim
+    act = (b * t * (2 * e + (h + 2 * kv) * d + 3 * m) * w + b * h * t * s * (8 + w)
+           + b * t * h * d * 4 + b * t * s + b * t * v * 4)
+
+    _, batch_fb = logical_to_pspec(("batch",), (batch,), mesh, name="activations")
+    notes = tuple(str(f) for f in fallbacks + batch_fb)
+    return MemoryPlan(name or cfg.family, mesh, batch, max_len, dtype, num_params, int(params_bytes),
+                      int(kv_bytes), int(act), notes)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, val in tree.items():
+        if isinstance(val, Mapping):
+            out.update(_flatten(val, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = val
+    return out
+
+
+def candidate_meshes(devices: int) -> list[dict[str, int]]:
+    """Every (data, fsdp, tensor) factorisation of ``devices``."""
+    out = []
+    for f, t in itertools.product(range(1, devices + 1), repeat=2):
+        if devices % (f * t) == 0:
+            out.append({"data": devices // (f * t), "fsdp": f, "tensor": t})
+    return out
+
+
+def suggest_mesh(cfg: ModelConfig, acc: Accelerator, *, batch: int, max_len: int,
+                 dtype: str | None = None, name: str = "") -> MemoryPlan | None:
+    """The mesh with the smallest model-parallel degree (fsdp * tensor) that fits ``acc``; the
+    rest of the chips go to data parallelism. A mesh whose data*fsdp does not divide the batch
+    (so every device would redo the whole batch) ranks after every mesh that splits it. Ties:
+    fewer replicated parameter dimensions, then the smaller per-device total. None when no mesh
+    fits."""
+    best = None
+    for mesh in candidate_meshes(acc.chips):
+        p = plan_memory(cfg, mesh, batch=batch, max_len=max_len, dtype=dtype, name=name)
+        if not p.fits(acc):
+            continue
+        batch_split = batch % (mesh["data"] * mesh["fsdp"]) == 0
+        rank = (not batch_split, mesh["fsdp"] * mesh["tensor"], len(p.fallbacks), p.total_bytes,
+                -mesh["tensor"])
+        if best is None or rank < best[0]:
+            best = (rank, p)
+    return None if best is None else best[1]
+
+
+def compact_mesh(mesh: Mapping[str, int]) -> str:
+    """{data: 1, fsdp: 4, tensor: 2} -> "fsdp=4,tensor=2" (size-1 axes dropped)."""
+    parts = [f"{a}={mesh[a]}" for a in MESH_AXES if mesh.get(a, 1) != 1]
+    return ",".join(parts) or "data=1"
+
+
+def gib(n: float) -> str:
+    return f"{n / GiB:.2f}"
+
+
+__all__ = ["ACCELERATORS", "Accelerator", "MemoryPlan", "plan_memory", "suggest_mesh",
+           "candidate_meshes", "compact_mesh", "GiB", "USABLE_FRACTION", "Fallback"]

@@ -144,31 +144,37 @@ _COORD_AFTER = re.compile(r"[ \t]*(?:/|&|,|\bor\b|\band\b)[ \t]*[\"'(\[]?([^\s,.
 _COORD_BEFORE = re.compile(r"([^\s,.;:(\[\"'/&]+)[)\]\"']?[ \t]*(?:/|&|,|\bor\b|\band\b)[ \t]*[\"'(\[]?$")
 
 
+_OPTION_NOUN = re.compile(r"\b(?:option|choice|letter|label)\s*[\"'(\[]?$", re.IGNORECASE)
+_WINDOW = 48  # cues and coordinations sit within this many characters before a label
+
+
 def _is_answer_mention(text: str, s: int, e: int, label: str, option: str,
                        labels: frozenset) -> bool:
-    """Whether the label token at text[s:e] is used as an answer (see module docstring)."""
-    left, rest = text[:s], text[e:]
+    """Whether the label token at text[s:e] is used as an answer (see module docstring).
+    Patterns ending in `$` are searched in text[s - _WINDOW:s] via pos/endpos (where `^` still
+    means the real start of the text), which keeps long generations cheap."""
+    lo = max(0, s - _WINDOW)
+    rest = text[e:e + len(option) + _WINDOW]
     ambiguous = _is_ambiguous(label)
     clean = _clean_end(rest, label)
-    if left.endswith(("(", "[")) and rest.startswith((")", "]")):
+    before = text[s - 1] if s else ""
+    if before in ("(", "[") and rest.startswith((")", "]")):
         return True  # "(B)", "[B]"
     if _own_text_follows(rest, option, ambiguous):
         return True  # "B. Rather important", "a) Very important"
-    m_after, m_before = _COORD_AFTER.match(rest), _COORD_BEFORE.search(left)
+    m_after, m_before = _COORD_AFTER.match(rest), _COORD_BEFORE.search(text, lo, s)
     if (m_after and m_after.group(1) in labels) or (m_before and m_before.group(1) in labels):
         return True  # "A or B", "a/b": both count, so the answer is ambiguous
-    if _TEXT_LEAD.match(left):  # start of the answer
+    if _TEXT_LEAD.match(text, 0, s):  # start of the answer
         if clean:
             return True
         return not ambiguous and (not rest or rest[0] in " \t-")  # "B is my answer"
-    if _NOUN_CUE.search(left):
-        if clean or not ambiguous:
-            return True
+    if _NOUN_CUE.search(text, lo, s):
         # "option a" is a label, "the answer a ..." is not: only option-like nouns bind.
-        return bool(re.search(r"\b(?:option|choice|letter|label)\s*[\"'(\[]?$", left, re.I))
-    if _VERB_CUE.search(left):
+        return clean or not ambiguous or bool(_OPTION_NOUN.search(text, lo, s))
+    if _VERB_CUE.search(text, lo, s):
         return clean or (not ambiguous and label.isupper())
-    if _LINE_LEAD.search(left):
+    if _LINE_LEAD.search(text, lo, s):
         return clean  # "Answer:\nB." / "- B)"
     # A capital letter other than A and I standing alone is a label anywhere ("... so B").
     return not ambiguous and label.isupper() and len(label) == 1

@@ -198,7 +198,8 @@ def test_paper_rule(labels, text, extracted, expected):
 
 def test_round_trip_over_question_bank(data_dir):
     """Every option of every question, as "L. text", " L. text", "(L) text", "L" and (letter
-    labels) the text alone, parses to its own index for upper, lower, numeric and reversed labels."""
+    labels) the text alone, parses to its own index for upper, lower, numeric and reversed
+    labels."""
     questions = json.loads((data_dir / "wvs7_questions.json").read_text())
     assert len(questions) == 206
     wrong, checked = [], 0

@@ -84,7 +84,8 @@ def _is_ambiguous(label: str) -> bool:
 
 def _clean_end(rest: str, label: str) -> bool:
     """Whether what follows a label ends it as an answer: end, newline, ')', ']', a '.'/':' not
-    inside an abbreviation or decimal, a quote; ',', ';', '!', '?' too except after the pronoun I/i."""
+    inside an abbreviation or decimal, a quote; ',', ';', '!', '?' too, except after the
+    pronoun I/i."""
     if not rest or rest[0] == "\n":
         return True
     c = rest[0]
@@ -135,13 +136,15 @@ def _label_occurrences(text: str, label: str):
             continue
         if after in ".'-" and after2.isalnum():  # "E.g.", "B's", "A-level", "1.5"
             continue
-        if label.isdigit() and ((after and after in "/%") or (before and before in "$#/")):  # "7/10", "50%", "$5"
+        # "7/10", "50%", "$5"
+        if label.isdigit() and ((after and after in "/%") or (before and before in "$#/")):
             continue
         yield s, e
 
 
 _COORD_AFTER = re.compile(r"[ \t]*(?:/|&|,|\bor\b|\band\b)[ \t]*[\"'(\[]?([^\s,.;:)\]\"'/&]+)")
-_COORD_BEFORE = re.compile(r"([^\s,.;:(\[\"'/&]+)[)\]\"']?[ \t]*(?:/|&|,|\bor\b|\band\b)[ \t]*[\"'(\[]?$")
+_COORD_BEFORE = re.compile(
+    r"([^\s,.;:(\[\"'/&]+)[)\]\"']?[ \t]*(?:/|&|,|\bor\b|\band\b)[ \t]*[\"'(\[]?$")
 
 
 _OPTION_NOUN = re.compile(r"\b(?:option|choice|letter|label)\s*[\"'(\[]?$", re.IGNORECASE)
@@ -201,7 +204,9 @@ def _option_text_match(text: str, options: Sequence[str]) -> Optional[int]:
     for cand in candidates:
         best, best_len = None, 0
         for i, o in enumerate(folds):
-            if o and len(o) > best_len and cand.startswith(o) and not cand[len(o):len(o) + 1].isalnum():
+            if not o or len(o) <= best_len or not cand.startswith(o):
+                continue
+            if not cand[len(o):len(o) + 1].isalnum():
                 best, best_len = i, len(o)
         if best is not None:
             return best

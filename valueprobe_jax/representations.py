@@ -19,7 +19,8 @@ __all__ = ["to_canonical", "p_token", "p_seq", "p_text"]
 def _check_order(display_order: Sequence[int], k: int) -> np.ndarray:
     order = np.asarray(display_order, dtype=np.int64)
     if order.shape != (k,) or sorted(order.tolist()) != list(range(k)):
-        raise ValueError(f"display_order: {list(display_order)!r} is not a permutation of 0..{k - 1}")
+        raise ValueError(
+            f"display_order: {list(display_order)!r} is not a permutation of 0..{k - 1}")
     return order
 
 
@@ -57,7 +58,8 @@ def p_token(logits, logits_space=None, display_order: Optional[Sequence[int]] = 
     else:
         logits_space = np.asarray(logits_space, dtype=np.float64)
         if logits_space.shape != logits.shape:
-            raise ValueError(f"logits_space: shape {logits_space.shape} differs from logits {logits.shape}")
+            raise ValueError(
+                f"logits_space: shape {logits_space.shape} differs from logits {logits.shape}")
         both = _softmax(np.concatenate([logits, logits_space], axis=-1))
         p = both[..., :k] + both[..., k:]
     return p if display_order is None else to_canonical(p, display_order)

@@ -66,6 +66,8 @@ LABEL_AWARE_CASES = [
     (list("ABCDE"), AGREE5, "Agree strongly", 0),
     (list("ABCDE"), AGREE5, "Neither agree nor disagree", 2),
     (list("ABCDE"), AGREE5, "I don't agree with that", None),
+    (list("ABCDE"), AGREE5, "Disagree strongly", 4),  # longest text, though "Disagree" is first
+    (list("ABCDE"), AGREE5, "disagree.", 3),
     # lowercase labels: the article "a" and English words are not labels
     (LOWER, IMPORTANCE, "a) Very important", 0),
     (LOWER, IMPORTANCE, "I think a good answer is b.", 1),

@@ -202,15 +202,18 @@ def _resolve_system_role(tokenizer, system_role: bool | None) -> bool:
 
 
 def _apply(tokenizer, messages, **kwargs) -> str:
+    import jinja2  # transformers renders chat templates with jinja2
+
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
-    except ValueError as e:
+    except (ValueError, jinja2.TemplateError) as e:
         raise InputError(f"chat template: {str(e).splitlines()[0]}") from None
 
 
 def render(prompt: Prompt, tokenizer=None, *, instruct: bool, system_role: bool | None = None) -> str:
     """The generation-ready text of a prompt.
 
+    `instruct`: True to use the tokenizer's chat template (the registry's use_chat_template).
     Instruct models: the tokenizer's chat template with the generation prompt (prefixed style:
     the conversation cut right after the assistant prefix, no end of turn). The text already holds
     the template's special tokens (BOS included where the template writes it): tokenize it with
@@ -241,20 +244,23 @@ def end_of_turn_suffix(tokenizer) -> str:
 
 
 def option_continuations(prompt: Prompt, tokenizer=None, *, instruct: bool,
-                         system_role: bool | None = None) -> list[str]:
+                         system_role: bool | None = None,
+                         end_of_turn: str | None = None) -> list[str]:
     """Per displayed option, the text that follows `render(prompt)` when the model answers with
     that option: the sequence the seq method scores.
 
     Instruct: the conversation with "A. text" as the assistant message (prefixed: the prefix
     followed by " A. text") rendered without generation prompt, minus the rendered prompt; so it
     includes what the template appends after an assistant message (its end-of-turn tokens) and
-    anything it puts before the content. Base (the paper's joined text): "\\nA. text", prefixed
-    " A. text".
+    anything it puts before the content. Plain text (base models, the paper's joined messages):
+    "\\nA. text", prefixed " A. text", followed by `end_of_turn` when given (e.g. the registry's
+    EOS for instruct models without a chat template); ignored with a chat template, which
+    supplies its own.
     """
     answers = prompt.answers_displayed
     if not instruct:
         sep = " " if prompt.assistant_prefix is not None else "\n"
-        return [sep + a for a in answers]
+        return [sep + a + (end_of_turn or "") for a in answers]
     system_role = _resolve_system_role(tokenizer, system_role)
     head = render(prompt, tokenizer, instruct=True, system_role=system_role)
     msgs = chat_messages(prompt, system_role=system_role)

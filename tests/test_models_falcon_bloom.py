@@ -21,13 +21,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
+from valueprobe_jax import checkpoints  # noqa: E402
 from valueprobe_jax.errors import InputError  # noqa: E402
 from valueprobe_jax.models import KVCache, bloom, causal_mask, falcon, forward  # noqa: E402
-from valueprobe_jax.models.decoder import _nest  # noqa: E402
 from valueprobe_jax.models.layers import alibi_slopes  # noqa: E402
 
 VOCAB = 253  # not a power of two
-FAMILIES = {"falcon": falcon, "bloom": bloom}
 
 # name -> (family, HF config class name, config kwargs)
 TINY = {
@@ -55,7 +54,7 @@ def _randomize(model) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def tiny(tmp_path_factory):
     """name -> (HF model in eval mode, directory with config.json + model.safetensors)."""
     out = {}
     for name, (_, cls, kw) in TINY.items():
@@ -70,11 +69,10 @@ def checkpoints(tmp_path_factory):
 
 
 def _load(name, path, dtype="float32"):
-    """Our loader path: config.json + safetensors -> (ModelConfig, parameter tree)."""
-    mod = FAMILIES[TINY[name][0]]
-    cfg = mod.config_from_hf(json.loads((path / "config.json").read_text()), dtype=dtype)
-    flat = mod.params_from_hf(cfg, load_file(str(path / "model.safetensors")))
-    return cfg, jax.tree.map(jnp.asarray, _nest(flat))
+    """The project's loader: checkpoint directory -> (ModelConfig, parameter tree)."""
+    loaded = checkpoints.load_model(path, dtype=dtype)
+    assert loaded.cfg.family == TINY[name][0]
+    return loaded.cfg, loaded.params
 
 
 def _padded_batch(padding: str):
@@ -96,8 +94,8 @@ def _hf_logits(model, tokens, valid, positions=None):
 
 
 @pytest.mark.parametrize("name", list(TINY))
-def test_padded_batch_logits_match_transformers(checkpoints, name):
-    model, path = checkpoints[name]
+def test_padded_batch_logits_match_transformers(tiny, name):
+    model, path = tiny[name]
     cfg, params = _load(name, path)
     tokens, valid, positions = _padded_batch("right")
     ref = _hf_logits(model, tokens, valid)
@@ -107,10 +105,10 @@ def test_padded_batch_logits_match_transformers(checkpoints, name):
     assert diff <= 1e-4, f"{name}: max |logit diff| {diff:.2e}"
 
 
-def test_bloom_left_padding_matches_transformers(checkpoints):
+def test_bloom_left_padding_matches_transformers(tiny):
     """HF Bloom counts ALiBi positions over the attention mask; we pass the same counts. (ALiBi
     sees only position differences, so a per-row offset would not change these logits.)"""
-    model, path = checkpoints["bloom-6-heads"]
+    model, path = tiny["bloom-6-heads"]
     cfg, params = _load("bloom-6-heads", path)
     tokens, valid, positions = _padded_batch("left")
     ref = _hf_logits(model, tokens, valid)
@@ -141,8 +139,8 @@ def _greedy_with_cache(cfg, params, prompt: np.ndarray, steps: int):
 
 
 @pytest.mark.parametrize("name", ["falcon-7b-layout", "bloom-6-heads"])
-def test_kv_cache_decoding_matches_full_forward_and_transformers(checkpoints, name):
-    model, path = checkpoints[name]
+def test_kv_cache_decoding_matches_full_forward_and_transformers(tiny, name):
+    model, path = tiny[name]
     cfg, params = _load(name, path)
     prompt = np.random.default_rng(1).integers(0, VOCAB, (2, 5))
     steps = 8
@@ -161,8 +159,8 @@ def test_kv_cache_decoding_matches_full_forward_and_transformers(checkpoints, na
 
 
 @pytest.mark.parametrize("name", ["falcon-7b-layout", "bloom-6-heads"])
-def test_bfloat16_runs_close_to_float32(checkpoints, name):
-    model, path = checkpoints[name]
+def test_bfloat16_runs_close_to_float32(tiny, name):
+    model, path = tiny[name]
     cfg, params = _load(name, path, dtype="bfloat16")
     assert params["embed"].dtype == jnp.bfloat16 and params["layers"]["wq"].dtype == jnp.bfloat16
     tokens, valid, positions = _padded_batch("right")
@@ -201,8 +199,18 @@ def test_unsupported_configs_give_one_line_input_error(mod, cfg, words):
     assert words in msg and "\n" not in msg and msg.startswith("config.json: ")
 
 
-def test_bad_tensors_give_one_line_input_error(checkpoints):
-    _, path = checkpoints["bloom-6-heads"]
+def test_loader_names_the_directory_of_an_unsupported_falcon(tiny, tmp_path):
+    _, path = tiny["falcon-7b-layout"]
+    hf_config = json.loads((path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(hf_config, alibi=True)))
+    (tmp_path / "model.safetensors").symlink_to(path / "model.safetensors")
+    with pytest.raises(InputError) as e:
+        checkpoints.load_model(tmp_path)
+    assert str(tmp_path) in str(e.value) and "alibi=true" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_tensors_give_one_line_input_error(tiny):
+    _, path = tiny["bloom-6-heads"]
     cfg = bloom.config_from_hf(json.loads((path / "config.json").read_text()))
     tensors = load_file(str(path / "model.safetensors"))
     name = "transformer.h.1.self_attention.query_key_value.bias"

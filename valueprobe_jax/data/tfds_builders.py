@@ -164,6 +164,14 @@ def prepare(name: str, data_dir: str | os.PathLike, *, manual_dir: str | os.Path
     if name not in BUILDERS:
         raise InputError(f"dataset {name!r}: unknown (choose from {', '.join(BUILDERS)})")
     builder = BUILDERS[name](data_dir=_data_dir(data_dir), **builder_kwargs)
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS and not builder.is_prepared():
+        # Check here: TFDS itself stops with an AssertionError on a missing or empty manual_dir.
+        manual = pathlib.Path(manual_dir or pathlib.Path(builder.data_dir).parents[1]
+                              / "downloads" / "manual").expanduser()
+        found = sorted(manual.glob("*.csv")) if manual.is_dir() else []
+        if len(found) != 1:
+            raise InputError(f"{manual}: expected exactly one WVS-7 .csv file in manual_dir, "
+                             f"found {len(found)}")
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     return builder

@@ -191,6 +191,9 @@ def test_released_file_hand_count(data_dir):
     for s in chosen:
         per_q[s.qid] = per_q.get(s.qid, 0) + 1
     assert len(per_q) == 203 and max(per_q.values()) == 10 and len(chosen) == 1681
+    grouped = S.scenarios_by_qid(kept)
+    assert [s.id for group in grouped.values() for s in group] == [s.id for s in chosen]
+    assert len(S.scenarios_by_qid(kept, None)["Q50"]) == 11 and kept[0].id == "r0"
 
 
 def test_scenarios_messy_file(tmp_path, data_dir):

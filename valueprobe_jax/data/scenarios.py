@@ -89,6 +89,11 @@ class Scenario:
     verification: str   # the judge's raw reply
     value: str          # the raw Value field
 
+    @property
+    def id(self) -> str:
+        """Stable id within its file: "r" + the line number."""
+        return f"r{self.row}"
+
 
 @dataclasses.dataclass
 class ScenarioReport:
@@ -195,4 +200,13 @@ def select_for_rating(scenarios: list[Scenario], limit: int = 10) -> list[Scenar
             continue
         counts[s.qid] += 1
         out.append(s)
+    return out
+
+
+def scenarios_by_qid(scenarios: list[Scenario], limit: int | None = 10) -> dict[str, list[Scenario]]:
+    """Bank question id -> its first `limit` kept scenarios (all when None), in file order."""
+    out: dict[str, list[Scenario]] = {}
+    for s in scenarios:
+        if s.qid is not None and (limit is None or len(out.get(s.qid, ())) < limit):
+            out.setdefault(s.qid, []).append(s)
     return out

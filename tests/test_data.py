@@ -197,7 +197,8 @@ def test_released_file_hand_count(data_dir):
 
 
 def test_scenarios_messy_file(tmp_path, data_dir):
-    value = "Indicate how important family is in your life. Would you say it is:\nPerson A: Very important\nPerson B: Not at all important\n"
+    value = ("Indicate how important family is in your life. Would you say it is:\n"
+             "Person A: Very important\nPerson B: Not at all important\n")
     base = {"Value": value, "Situation": "s", "ActionA": "a", "ActionB": "b", "Section": 1}
     rows = [
         dict(base, Verification='{"Q1": Yes, "Q2": Yes, "Q3": Yes, "Q4": Yes,}'),
@@ -382,7 +383,8 @@ def test_download_path_is_checked_and_cached(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(sources.urllib.request, "urlopen", fake_urlopen)
     path = sources.source_file("templates/template1.json")
     assert path.read_bytes() == payload["bytes"] and path.is_relative_to(tmp_path / "cache")
-    assert urls == [f"https://raw.githubusercontent.com/{sources.REPO}/{sources.COMMIT}/data/templates/template1.json"]
+    assert urls == [f"https://raw.githubusercontent.com/{sources.REPO}/{sources.COMMIT}"
+                    "/data/templates/template1.json"]
     assert sources.source_file("templates/template1.json") == path and len(urls) == 1  # cached
     payload["bytes"] = b"tampered"
     with pytest.raises(InputError) as e:

@@ -198,7 +198,8 @@ def test_system_role_true_on_template_without_one_is_a_clear_error(mistral_like)
 def test_base_model_plain_text(style):
     prompt = P.build_prompt(Q1, style, "reverse")
     tail = "\n" + PREFIX if style == "prefixed" else ""
-    expected = SYSTEM[style] + "\nQuestion: " + Q1_TEXT + "\nOptions:\n" + OPTIONS["reverse"] + "\nAnswer:" + tail
+    expected = (SYSTEM[style] + "\nQuestion: " + Q1_TEXT + "\nOptions:\n" + OPTIONS["reverse"]
+                + "\nAnswer:" + tail)
     assert P.render(prompt, None, instruct=False) == expected
     sep = " " if style == "prefixed" else "\n"
     assert P.option_continuations(prompt, None, instruct=False) == [
@@ -246,13 +247,15 @@ def test_transliteration_in_prompts(data_dir):
     assert p43.option_texts_displayed[1] == "Don't mind"
     p110 = P.build_prompt(bank["Q110"], "default", "num")
     assert p110.messages[1]["content"].isascii()
-    assert "9. 10 (Hard work doesn't generally bring success--it's more a matter" in p110.messages[1]["content"]
+    text = p110.messages[1]["content"]
+    assert "9. 10 (Hard work doesn't generally bring success--it's more a matter" in text
     assert "8. 9.0\n" in p110.messages[1]["content"]
 
 
 def _independent_shuffle(k, seed, qid):
     order = list(range(k))
-    random.Random(int.from_bytes(hashlib.sha256(f"{seed}:{qid}".encode()).digest()[:8], "big")).shuffle(order)
+    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
     return tuple(order)
 
 

@@ -76,7 +76,7 @@ class Prompt:
     style: str
     variant: str
     country: str | None
-    messages: tuple[dict[str, str], ...]  # the filled template (prefixed: ends in the assistant prefix)
+    messages: tuple[dict[str, str], ...]  # filled template (prefixed: ends in the assistant turn)
     labels: tuple[str, ...]
     display_order: tuple[int, ...]
     option_texts_displayed: tuple[str, ...]
@@ -104,7 +104,8 @@ class Prompt:
     def to_canonical(self, values_displayed: Sequence[Any]) -> list[Any]:
         """Reorder per-displayed-option values into canonical option order."""
         if len(values_displayed) != len(self.display_order):
-            raise ValueError(f"{len(values_displayed)} values for {len(self.display_order)} options")
+            raise ValueError(f"{len(values_displayed)} values for "
+                             f"{len(self.display_order)} options")
         out: list[Any] = [None] * len(values_displayed)
         for value, canon in zip(values_displayed, self.display_order):
             out[canon] = value
@@ -210,7 +211,8 @@ def _apply(tokenizer, messages, **kwargs) -> str:
         raise InputError(f"chat template: {str(e).splitlines()[0]}") from None
 
 
-def render(prompt: Prompt, tokenizer=None, *, instruct: bool, system_role: bool | None = None) -> str:
+def render(prompt: Prompt, tokenizer=None, *, instruct: bool,
+           system_role: bool | None = None) -> str:
     """The generation-ready text of a prompt.
 
     `instruct`: True to use the tokenizer's chat template (the registry's use_chat_template).

@@ -124,7 +124,8 @@ def _match_key(text: str) -> str:
     return " ".join(to_ascii(text).split())
 
 
-def load_scenarios(data_dir: str | os.PathLike | None = None, *, path: str | os.PathLike | None = None,
+def load_scenarios(data_dir: str | os.PathLike | None = None, *,
+                   path: str | os.PathLike | None = None,
                    questions: list[Question] | None = None, download: bool = True,
                    ) -> tuple[list[Scenario], ScenarioReport]:
     """Rows with four Yes verdicts, mapped to question ids, and a report of what was dropped.
@@ -203,7 +204,8 @@ def select_for_rating(scenarios: list[Scenario], limit: int = 10) -> list[Scenar
     return out
 
 
-def scenarios_by_qid(scenarios: list[Scenario], limit: int | None = 10) -> dict[str, list[Scenario]]:
+def scenarios_by_qid(scenarios: list[Scenario],
+                     limit: int | None = 10) -> dict[str, list[Scenario]]:
     """Bank question id -> its first `limit` kept scenarios (all when None), in file order."""
     out: dict[str, list[Scenario]] = {}
     for s in scenarios:

@@ -57,7 +57,8 @@ def mirror_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path | None
 
 
 def cache_dir() -> pathlib.Path:
-    base = os.environ.get("VALUEPROBE_CACHE_DIR") or pathlib.Path.home() / ".cache" / "valueprobe_jax"
+    base = (os.environ.get("VALUEPROBE_CACHE_DIR")
+            or pathlib.Path.home() / ".cache" / "valueprobe_jax")
     return pathlib.Path(base) / "paper_repo" / COMMIT
 
 

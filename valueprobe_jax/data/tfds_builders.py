@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from valueprobe_jax.data import sources
-from valueprobe_jax.data.questions import SECTION_NAMES, Question, load_question_bank
+from valueprobe_jax.data.questions import Question, load_question_bank
 from valueprobe_jax.data.scenarios import Scenario, load_scenarios
 from valueprobe_jax.data.wvs_human import human_distributions
 from valueprobe_jax.errors import InputError

@@ -114,7 +114,8 @@ def _read_columns(path: pathlib.Path, wanted: list[str]):
                                                  column_types=types,
                                                  null_values=["", "NA", "NaN", " "]))
     except pa.ArrowInvalid as e:
-        raise InputError(f"{path}: cannot be read as the WVS-7 CSV ({str(e).splitlines()[0]})") from None
+        first = str(e).splitlines()[0]
+        raise InputError(f"{path}: cannot be read as the WVS-7 CSV ({first})") from None
     return table, present
 
 

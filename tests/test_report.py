@@ -1,0 +1,244 @@
+"""`valueprobe report` end to end on a synthetic results dir written here with the real row schema
+(3 models x 3 methods, 3 styles x 5 variants incl. shuffle, 2 countries, action ratings)."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.loading import load_results
+from analysis.report import analyze, load_human_json, to_json
+from valueprobe_jax import metrics as M
+from valueprobe_jax import representations as R
+from valueprobe_jax.cli import main
+from valueprobe_jax.results import write_rows_atomic
+
+MODELS = ("tiny-a", "tiny-b", "tiny-c")
+STYLES = ("default", "prefixed", "one_shot")
+VARIANTS = ("baseline", "reverse", "num", "lower", "shuffle")
+COUNTRIES = ("Egypt", "Germany")
+QUESTIONS = {"Q1": 4, "Q2": 3, "Q3": 10, "Q4": 5, "Q5": 2, "Q6": 4}  # qid -> k (Q3: 10 options)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _labels(variant, k):
+    if variant == "num":
+        return [str(i) for i in range(k)]
+    letters = [chr(ord("A") + i) for i in range(k)]
+    if variant == "lower":
+        return [x.lower() for x in letters]
+    if variant == "reverse":
+        return letters[::-1]
+    return letters
+
+
+def _display_order(variant, qid, k):
+    if variant == "shuffle":
+        return np.random.default_rng(sum(map(ord, qid))).permutation(k).tolist()
+    return list(range(k))  # reverse keeps the text order, only labels change
+
+
+def _probe_row(rng, model, experiment, style, variant, country, qid, k, sharp, truth):
+    order = _display_order(variant, qid, k)
+    p = truth[(model, qid)] * np.exp(rng.normal(0, 0.3 + 0.2 * (style != "default"), k))
+    if country:
+        p = 0.5 * p / p.sum() + 0.5 * np.eye(k)[{"Egypt": k - 1, "Germany": 0}[country]]
+    p = p / p.sum()
+    disp = p[order]  # display order: displayed option i is canonical order[i]
+    logits = sharp * np.log(disp) + rng.normal(0, 0.1, k)
+    logits_space = logits - 1.0
+    ntok = rng.integers(3, 8, k)
+    loglik = ntok * np.log(disp) * 0.5 - ntok
+    pi = np.append(p * 0.9, 0.1)  # 10% unparseable answers
+    draws = rng.choice(k + 1, 10, p=pi / pi.sum())
+    parsed = [None if d == k else int(d) for d in draws]
+    return {
+        "key": f"{model}|{experiment}|{style}|{variant}|{country}|{qid}", "model": model,
+        "experiment": experiment, "style": style, "variant": variant, "country": country, "qid": qid,
+        "labels": _labels(variant, k), "display_order": order,
+        "token_logits": logits.tolist(), "token_logits_space": logits_space.tolist(),
+        "option_logprob": loglik.tolist(), "option_ntokens": ntok.tolist(),
+        "p_token": R.p_token(logits, logits_space, order).tolist(),
+        "p_seq": R.p_seq(loglik, ntok, order).tolist(),
+        "p_text": R.p_text(parsed, k).tolist(),
+        "generations": [f"Answer {x}" for x in parsed], "parsed": parsed,
+        "n_prompt_tokens": 100, "seed": 0,
+    }
+
+
+def _action_rows(rng, model, truth):
+    rows = []
+    for qid, k in QUESTIONS.items():
+        wa, wb = M.scale_end_weights(truth[(model, qid)])
+        for sid in range(2):
+            for action, w in (("A", wa), ("B", wb)):
+                for template in range(3):
+                    rating = float(np.clip(round(1 + 9 * w + rng.normal(0, 1)), 1, 10))
+                    rows.append({"key": f"rating|{model}|{qid}|{sid}|{action}|t{template}",
+                                 "model": model, "experiment": "action_agreement", "qid": qid,
+                                 "scenario_id": f"{qid}-{sid}", "action": action, "template": template,
+                                 "rating_text": [rating, None if template == 1 else rating],
+                                 "rating_expected": 1 + 9 * w, "seed": 0})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(0)
+    truth = {(m, q): rng.dirichlet(np.ones(k)) for m in MODELS for q, k in QUESTIONS.items()}
+    human = {}
+    for c in COUNTRIES:
+        for q, k in QUESTIONS.items():
+            human.setdefault(c, {})[q] = rng.dirichlet(np.ones(k)).tolist()
+    human["Egypt"]["Q6"] = [0.0] * 4  # not asked there
+    for i, model in enumerate(MODELS):
+        rob = [_probe_row(rng, model, "robustness", s, v, None, q, k, 1 + i, truth)
+               for s in STYLES for v in VARIANTS for q, k in QUESTIONS.items()]
+        dem = [_probe_row(rng, model, "demographic", s, "baseline", c, q, k, 1 + i, truth)
+               for s in STYLES for c in (None, *COUNTRIES) for q, k in QUESTIONS.items()]
+        write_rows_atomic(rob, root / "shards" / f"robustness-{model}.parquet")
+        write_rows_atomic(dem, root / "demographic" / model / "results.parquet")
+        write_rows_atomic(_action_rows(rng, model, truth), root / "shards" / f"actions-{model}.parquet")
+    hfile = tmp_path_factory.mktemp("human") / "human.json"
+    hfile.write_text(json.dumps(human))
+    return root, hfile
+
+
+@pytest.fixture(scope="module")
+def report_dir(synthetic, tmp_path_factory):
+    """One full `valueprobe report` run shared by the tests below (figures take seconds)."""
+    root, hfile = synthetic
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", str(root), "--out", str(out), "--human", str(hfile),
+                 "--bootstrap", "100"]) == 0
+    return out
+
+
+def test_report_end_to_end(report_dir):
+    out = report_dir
+    figs = out / "figures"
+    for stem in ("fig2_prompt_robustness", "fig3_selection_bias", "fig4_value_action",
+                 "fig5_alignment_improvement"):
+        png, pdf = figs / f"{stem}.png", figs / f"{stem}.pdf"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        img = matplotlib.image.imread(png)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+        assert img[..., :3].std() > 0.01  # not a blank canvas
+        data = pdf.read_bytes()
+        assert data[:5] == b"%PDF-" and b"%%EOF" in data[-1024:] and len(data) > 1000
+    text = (out / "report.md").read_text()
+    for name in (*MODELS, "token", "seq", "text", "Mismatch rate", "JS distance",
+                 "Prompt robustness", "Selection bias", "Table 2", "Alignment improvement",
+                 "Value-action agreement", "noise floor", "Pearson", "Spearman", "Egypt", "Germany"):
+        assert name in text, name
+    assert f"| token | {M.NEEDS_3_MODELS}" not in text  # 3 models: numbers
+    assert "could not be retrieved" in text  # the paper's Table 2 is not invented
+    assert "- p_token differs from its logits: 0" in text
+    assert "- p_text differs from its parsed samples: 0" in text
+    assert "- duplicate rows dropped: 0" in text
+    for stem in ("fig2_prompt_robustness", "fig5_alignment_improvement"):
+        assert f"figures/{stem}.png" in text
+
+
+def test_report_numbers_match_direct_metrics(synthetic, report_dir):
+    """metrics.json agrees with the metric functions fed the stored canonical distributions,
+    including the shuffled variant (its display-order logits mapped back by hand here)."""
+    root, _ = synthetic
+    got = json.loads((report_dir / "metrics.json").read_text())
+    table = pq.read_table(root / "shards" / "robustness-tiny-b.parquet").to_pylist()
+    by = {}
+    for r in table:
+        # recompute p_token from the raw display-order logits with our own canonical mapping
+        both = np.exp(np.concatenate([r["token_logits"], r["token_logits_space"]]))
+        k = len(r["token_logits"])
+        p_disp = (both[:k] + both[k:]) / both.sum()
+        by.setdefault(r["variant"], {}).setdefault(r["style"], {})[r["qid"]] = \
+            M.canonical(p_disp, r["display_order"])
+    pr = M.prompt_robustness(by["baseline"])
+    cell = got["prompt_robustness"]["tiny-b"]["token"]["baseline"]
+    assert cell["js"]["value"] == pytest.approx(pr.js.mean(), abs=1e-9)
+    assert cell["mismatch"]["value"] == pytest.approx(pr.mismatch.mean(), abs=1e-12)
+    sb = M.selection_bias(by)
+    cell = got["selection_bias"]["tiny-b"]["token"]
+    assert cell["variants"] == list(VARIANTS)
+    assert cell["js"]["value"] == pytest.approx(sb.js.mean(), abs=1e-9)
+    assert cell["js"]["lo"] <= cell["js"]["value"] <= cell["js"]["hi"]
+    sb = M.selection_bias({"baseline": by["baseline"], "shuffle": by["shuffle"]})
+    cell = got["selection_bias_vs_baseline"]["tiny-b"]["token"]["shuffle"]
+    assert cell["mismatch"]["value"] == pytest.approx(sb.mismatch.mean(), abs=1e-12)
+    assert cell["js"]["value"] == pytest.approx(sb.js.mean(), abs=1e-9)
+    t2 = got["table2"]["seq"]["js"]
+    assert t2["n"] == 3 and t2["r"] is not None and 0 <= t2["p"] <= 1
+    va = got["value_action"]["tiny-a"]["token"]
+    assert set(va) == {"text", "expected"} and va["text"]["n_points"] == 2 * len(QUESTIONS)
+    al = got["alignment"]["tiny-c"]["seq"]
+    # 3 styles x (2 countries x 6 questions - Egypt's unasked Q6)
+    assert al["n_cells"] == 3 * (2 * len(QUESTIONS) - 1)
+    # the synthetic country prompt pulls towards a country-specific end, so it moves alignment
+    assert al["improvement"]["value"] != 0
+    nf = got["noise_floor"]["tiny-a"]
+    assert nf["n_samples"] == 10 and 0 < nf["floor"]["value"] < nf["split_half"]["value"]
+
+
+def test_report_deterministic(synthetic):
+    root, hfile = synthetic
+    res = load_results(root)
+    human = load_human_json(hfile)
+    runs = [json.dumps(to_json(analyze(res, human, n_boot=30, seed=5)), sort_keys=True)
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    other = json.dumps(to_json(analyze(res, human, n_boot=30, seed=6)), sort_keys=True)
+    assert other != runs[0]  # the seed does reach the bootstrap
+
+
+def test_report_two_models_says_needs_three(synthetic, tmp_path):
+    root, _ = synthetic
+    two = tmp_path / "two"
+    two.mkdir()
+    for m in MODELS[:2]:
+        pq.write_table(pq.read_table(root / "shards" / f"robustness-{m}.parquet"), two / f"{m}.parquet")
+    out = tmp_path / "out"
+    assert main(["report", str(two), "--out", str(out), "--bootstrap", "20"]) == 0
+    text = (out / "report.md").read_text()
+    assert "| token | needs >= 3 models | needs >= 3 models | 2 |" in text
+    assert "No action_agreement rows" in text and "No demographic" in text
+    for stem in ("fig4_value_action", "fig5_alignment_improvement"):  # placeholders still drawn
+        assert (out / "figures" / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_bad_inputs(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"valueprobe report: error: {empty}: no .parquet result files under this directory"
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(pa.table({"model": ["m"], "experiment": ["robustness"], "qid": ["Q1"],
+                             "style": ["default"], "variant": ["baseline"]}), bad / "x.parquet")
+    assert main(["report", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "results lack the column(s) country, p_token, p_seq, p_text, parsed" in err
+    assert err.count("\n") == 1  # one line, no traceback
+    pq.write_table(pa.table({"a": [1]}), bad / "x.parquet")
+    assert main(["report", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "lack the column(s) model, experiment, qid" in capsys.readouterr().err
+    (bad / "x.parquet").write_bytes(b"not parquet")
+    assert main(["report", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable Parquet file" in capsys.readouterr().err
+
+
+def test_loader_reads_all_shards(synthetic):
+    root, _ = synthetic
+    res = load_results(root)
+    assert res.models() == list(MODELS)
+    assert len(res.files) == 9 and res.variants() == list(VARIANTS) and res.countries() == list(COUNTRIES)
+    # the demographic sweep's own no-country rows do not replace the robustness sweep's
+    assert {r.experiment for r in res.no_country_rows("tiny-a").values()} == {"robustness"}
+    assert len(res.ratings) == 3 * len(QUESTIONS) * 2 * 2 * 3

@@ -1,0 +1,62 @@
+"""`valueprobe report RESULTS_DIR --out REPORT_DIR`: every metric with bootstrap CIs, Figures 2-5
+(PNG and PDF) and a Markdown report from a results dir's Parquet files."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from valueprobe_jax.errors import InputError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("report", help=__doc__.splitlines()[0].split(": ", 1)[1],
+                              description=__doc__)
+    p.add_argument("results_dir", help="directory of result Parquet files (read recursively)")
+    p.add_argument("--out", required=True, help="report directory (report.md, metrics.json, figures/)")
+    p.add_argument("--human", help="human answer distributions as JSON {country: {qid: [p, ...]}}")
+    p.add_argument("--wvs-csv", help="the WVS-7 respondent CSV (alternative to --human)")
+    p.add_argument("--data-dir", help="paper data mirror for the question bank (with --wvs-csv)")
+    p.add_argument("--selection-variants", help="comma-separated variants for selection bias "
+                   "(default: every variant in the results; the paper's code used baseline,reverse,num)")
+    p.add_argument("--middle", choices=("split", "second"), default="split",
+                   help="odd middle option in value-action agreement: split equally (default) or "
+                   "give it to the B end as the paper's code did")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.loading import load_results
+    from analysis.report import build_report, human_from_wvs, load_human_json
+
+    root = pathlib.Path(args.results_dir)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory")
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap {args.bootstrap}: must be >= 0")
+    if args.human and args.wvs_csv:
+        raise InputError("--human and --wvs-csv: give one source of human distributions, not both")
+    variants = None
+    if args.selection_variants:
+        variants = [v.strip() for v in args.selection_variants.split(",") if v.strip()]
+        if len(variants) < 2:
+            raise InputError(f"--selection-variants {args.selection_variants!r}: needs >= 2 variants")
+    results = load_results(root)
+    unknown = sorted(set(variants or []) - set(results.variants()))
+    if unknown:
+        raise InputError(f"--selection-variants: {', '.join(unknown)} not in the results "
+                         f"(have {', '.join(results.variants())})")
+    human = None
+    if args.human:
+        human = load_human_json(args.human)
+    elif args.wvs_csv:
+        human = human_from_wvs(args.wvs_csv, results.countries(), args.data_dir)
+    paths = build_report(results, args.out, human, selection_variants=variants, middle=args.middle,
+                         n_boot=args.bootstrap, seed=args.seed)
+    print(f"report: {paths['report']}")
+    print(f"metrics: {paths['metrics']}")
+    print("figures: " + " ".join(str(p) for k, p in paths.items() if k.startswith("fig")))
+    return 0

@@ -185,6 +185,7 @@ def test_alibi_slopes_match_transformers(heads):
 @pytest.mark.parametrize("mod, cfg, words", [
     (falcon, {"model_type": "falcon", "alibi": True}, "alibi=true"),
     (falcon, {"model_type": "falcon", "new_decoder_architecture": True}, "new_decoder_architecture"),
+    (falcon, {"model_type": "RefinedWeb", "n_head_kv": 8}, "new_decoder_architecture"),
     (falcon, {"model_type": "falcon", "activation": "relu"}, "activation 'relu'"),
     (falcon, {"model_type": "falcon", "rope_parameters": {"rope_type": "linear", "factor": 2.0}}, "RoPE scaling"),
     (falcon, {"model_type": "llama"}, "not a Falcon model"),
@@ -242,3 +243,15 @@ def test_falcon_multi_query_split_follows_hf_split_heads():
     np.testing.assert_array_equal(wk[:, 0, 0], rows[h * d])
     np.testing.assert_array_equal(wv[:, 0, 1], rows[(h + 1) * d + 1])
     assert math.prod(wq.shape) + 2 * math.prod(wk.shape) == rows.size
+
+
+def test_falcon_early_refinedwebmodel_config_reads_like_the_transformers_one(tiny):
+    """Falcon-7B's first config.json (model_type RefinedWebModel, n_embed/n_head/n_layer keys)."""
+    _, path = tiny["falcon-7b-layout"]
+    modern = falcon.config_from_hf(json.loads((path / "config.json").read_text()))
+    early = falcon.config_from_hf({
+        "model_type": "RefinedWebModel", "n_embed": 64, "n_head": 4, "n_layer": 2, "vocab_size": VOCAB,
+        "multi_query": True, "parallel_attn": True, "bias": False, "alibi": False,
+        "apply_residual_connection_post_layernorm": False, "layer_norm_epsilon": 1e-5})
+    assert early == modern
+    assert (modern.num_kv_heads, modern.parallel_block, modern.tie_embeddings) == (1, True, True)

@@ -58,7 +58,8 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32") -> Mode
     if c.get("alibi"):
         raise InputError(f"{_WHERE}: Falcon with alibi=true (falcon-rw) is not supported; "
                          "only the rotary layout of Falcon-7B")
-    if c.get("new_decoder_architecture"):
+    # Pre-transformers Falcon-40B configs ("RefinedWeb", n_head_kv) are the new architecture too.
+    if c.get("new_decoder_architecture") or mt == "RefinedWeb" or c.get("n_head_kv") is not None:
         raise InputError(f"{_WHERE}: Falcon with new_decoder_architecture=true (Falcon-40B/180B) "
                          "is not supported; only the Falcon-7B layout")
     hidden = int(_first(c, "hidden_size", "n_embed", default=4544))

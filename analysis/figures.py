@@ -59,7 +59,8 @@ def _value(x) -> tuple[float, float, float]:
 
 def grouped_bars(ax, models: Sequence[str], data: Mapping[str, Mapping[str, object]],
                  ylabel: str, *, p_marks: bool = False) -> dict[str, np.ndarray]:
-    """Bars per model (x) and method (group) with CI error bars; returns each method's x positions."""
+    """Bars per model (x) and method (group) with CI error bars; returns each method's x
+    positions."""
     methods = [m for m in METHODS if any(m in data.get(x, {}) for x in models)]
     x = np.arange(len(models))
     width = 0.8 / max(len(methods), 1)
@@ -67,7 +68,8 @@ def grouped_bars(ax, models: Sequence[str], data: Mapping[str, Mapping[str, obje
     for i, method in enumerate(methods):
         vals = np.array([_value(data.get(m, {}).get(method)) for m in models], dtype=float)
         v, lo, hi = vals[:, 0], vals[:, 1], vals[:, 2]
-        err = np.vstack([np.where(np.isfinite(lo), v - lo, 0), np.where(np.isfinite(hi), hi - v, 0)])
+        err = np.vstack([np.where(np.isfinite(lo), v - lo, 0),
+                         np.where(np.isfinite(hi), hi - v, 0)])
         pos = x + (i - (len(methods) - 1) / 2) * width
         ax.bar(pos, np.nan_to_num(v), width, yerr=np.clip(err, 0, None), capsize=3,
                label=METHOD_LABEL[method], color=METHOD_COLOR[method], ecolor="black")

@@ -106,7 +106,8 @@ class LoadedResults:
                 out[key] = r
         return out
 
-    def by_variant_style(self, model: str, method: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    def by_variant_style(self, model: str,
+                         method: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
         """variant -> style -> qid -> distribution (no-country probes)."""
         out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for (style, variant, qid), r in self.no_country_rows(model).items():
@@ -115,7 +116,8 @@ class LoadedResults:
         return out
 
     def country_sets(self, model: str, method: str):
-        """(with_country {((style, variant), country, qid): p}, without {((style, variant), qid): p})."""
+        """(with_country {((style, variant), country, qid): p},
+        without {((style, variant), qid): p})."""
         with_c, own_none = {}, {}
         for r in self.probes:
             if r.model != model or r.experiment != "demographic" or method not in r.dist:
@@ -124,8 +126,8 @@ class LoadedResults:
                 own_none[((r.style, r.variant), r.qid)] = r.dist[method]
             else:
                 with_c[((r.style, r.variant), r.country, r.qid)] = r.dist[method]
-        without = {((s, v), q): r.dist[method] for (s, v, q), r in self.no_country_rows(model).items()
-                   if method in r.dist}
+        without = {((s, v), q): r.dist[method]
+                   for (s, v, q), r in self.no_country_rows(model).items() if method in r.dist}
         without.update(own_none)
         return with_c, without
 
@@ -160,7 +162,8 @@ class LoadedResults:
         return ordered({r.variant for r in self.probes}, VARIANT_ORDER)
 
     def experiments(self) -> list[str]:
-        return sorted({r.experiment for r in self.probes} | ({ACTION_EXPERIMENT} if self.ratings else set()))
+        names = {r.experiment for r in self.probes}
+        return sorted(names | ({ACTION_EXPERIMENT} if self.ratings else set()))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -172,11 +175,13 @@ def _read_table(files: list[pathlib.Path], root: str) -> pa.Table:
         try:
             schemas.append(pq.read_schema(f))
         except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+            why = str(e).splitlines()[0]
+            raise InputError(f"{f}: not a readable Parquet file ({why})") from None
     try:
         schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise InputError(f"{root}: shards disagree on column types ({str(e).splitlines()[0]})") from None
+        why = str(e).splitlines()[0]
+        raise InputError(f"{root}: shards disagree on column types ({why})") from None
     names = set(schema.names)
     missing = [c for c in BASE_COLUMNS if c not in names]
     if missing:
@@ -184,7 +189,8 @@ def _read_table(files: list[pathlib.Path], root: str) -> pa.Table:
                          "(not valueprobe result files?)")
     wanted = [c for c in (*BASE_COLUMNS, *PROBE_COLUMNS, *ACTION_COLUMNS, *OPTIONAL_COLUMNS)
               if c in names]
-    return pads.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(columns=wanted)
+    ds = pads.dataset([str(f) for f in files], schema=schema, format="parquet")
+    return ds.to_table(columns=wanted)
 
 
 def _dist(value, name: str) -> np.ndarray | None:
@@ -242,7 +248,8 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
     rows = table.to_pylist()
     experiments = {r["experiment"] for r in rows}
     has_probes = any(e != ACTION_EXPERIMENT for e in experiments)
-    for needed, cols in ((has_probes, PROBE_COLUMNS), (ACTION_EXPERIMENT in experiments, ACTION_COLUMNS)):
+    has_ratings = ACTION_EXPERIMENT in experiments
+    for needed, cols in ((has_probes, PROBE_COLUMNS), (has_ratings, ACTION_COLUMNS)):
         missing = [c for c in cols if c not in names] if needed else []
         if missing:
             raise InputError(f"{root}: results lack the column(s) {', '.join(missing)}")
@@ -268,8 +275,8 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
             if row.get("action") not in ("A", "B"):
                 raise InputError(f"{root}: action rating row for {row['qid']} has action "
                                  f"{row.get('action')!r} (expected 'A' or 'B')")
-            ratings.append(RatingRow(row["model"], row["qid"], row.get("scenario_id"), row["action"],
-                                     row.get("template"),
+            ratings.append(RatingRow(row["model"], row["qid"], row.get("scenario_id"),
+                                     row["action"], row.get("template"),
                                      {"text": _mean_rating(row.get("rating_text")),
                                       "expected": _mean_rating(row.get("rating_expected"))}))
             continue
@@ -291,6 +298,6 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
             checks["unparseable text samples"] += sum(p is None for p in parsed)
         _check_recompute(row, dist, checks)
         k = len(next(iter(dist.values()))) if dist else 0
-        probes.append(ProbeRow(row["model"], row["experiment"], row.get("style"), row.get("variant"),
-                               row.get("country"), row["qid"], dist, parsed, k))
+        probes.append(ProbeRow(row["model"], row["experiment"], row.get("style"),
+                               row.get("variant"), row.get("country"), row["qid"], dist, parsed, k))
     return LoadedResults(root, files, len(rows), probes, ratings, checks)

@@ -50,7 +50,8 @@ class Analysis:
     prompt_variant: str | None
     prompt: dict[str, dict[str, dict[str, M.PairwiseScores]]] = field(default_factory=dict)
     selection: dict[str, dict[str, M.PairwiseScores]] = field(default_factory=dict)
-    selection_vs_baseline: dict[str, dict[str, dict[str, M.PairwiseScores]]] = field(default_factory=dict)
+    selection_vs_baseline: dict[str, dict[str, dict[str, M.PairwiseScores]]] = \
+        field(default_factory=dict)
     table2: dict[str, dict[str, M.Correlation]] = field(default_factory=dict)
     noise: dict[str, M.NoiseFloor] = field(default_factory=dict)
     alignment: dict[str, dict[str, M.AlignmentResult]] = field(default_factory=dict)
@@ -80,17 +81,20 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
             chosen = {v: byv[v] for v in sel_variants if v in byv}
             if len(chosen) >= 2:
                 a.selection.setdefault(model, {})[method] = M.selection_bias(chosen, sel_variants)
-                a.selection_vs_baseline.setdefault(model, {})[method] = M.selection_bias_vs_baseline(chosen)
+                a.selection_vs_baseline.setdefault(model, {})[method] = \
+                    M.selection_bias_vs_baseline(chosen)
             with_c, without = results.country_sets(model, method)
             if with_c and human:
                 res = M.alignment_improvement(with_c, without, human, alignment_qids)
                 if res.n_cells:
                     a.alignment.setdefault(model, {})[method] = res
-            ratings_by_kind = {k: M.mean_ratings(results.rating_rows(model, k)) for k in RATING_KINDS}
+            ratings_by_kind = {k: M.mean_ratings(results.rating_rows(model, k))
+                               for k in RATING_KINDS}
             probes = results.action_probes(model, method)
             for kind, ratings in ratings_by_kind.items():
                 if ratings and probes:
-                    ag = M.value_action_agreement(probes, ratings, middle=middle, n_boot=n_boot, seed=seed)
+                    ag = M.value_action_agreement(probes, ratings, middle=middle,
+                                                  n_boot=n_boot, seed=seed)
                     if ag.n_points:
                         a.agreement.setdefault(model, {}).setdefault(method, {})[kind] = ag
         samples = results.text_samples(model)
@@ -102,7 +106,8 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
     elif not any(r.country is not None for r in results.probes):
         a.alignment_note = "No demographic (country-prompt) rows in the results."
     elif not a.alignment:
-        a.alignment_note = "No country-prompt row matched a human distribution and a no-country row."
+        a.alignment_note = ("No country-prompt row matched a human distribution and a "
+                            "no-country row.")
     for method in M.METHODS:
         prompt = {m: a.prompt[m][method][prompt_variant] for m in a.prompt
                   if method in a.prompt[m] and prompt_variant in a.prompt[m][method]}
@@ -183,6 +188,8 @@ METHOD_NAME = {"token": "token", "seq": "seq", "text": "text"}
 
 
 def _definitions(a: Analysis) -> str:
+    middle = ("split equally between the two ends" if a.middle == "split"
+              else "given to the B end (the paper's code)")
     return f"""## Metrics and decisions
 
 - **Mismatch rate**: fraction of questions whose most probable option (argmax; ties go to the
@@ -206,7 +213,7 @@ def _definitions(a: Analysis) -> str:
 - **Value-action agreement**: the probe of a question (averaged over every style and variant
   without country) is split into the weight of the first-option end of the scale (action A) and
   of the last-option end (action B); an odd middle option's mass is
-  {"split equally between the two ends" if a.middle == "split" else "given to the B end (the paper's code)"}.
+  {middle}.
   Ratings are averaged per (question, action) over scenarios and templates, unparsed ratings
   dropped; Pearson and Spearman correlations (scipy) with p-values over all (weight, rating)
   points, per model, method and rating kind (`text`: parsed from the generated answer;
@@ -232,7 +239,8 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     parts.append(f"Models: {', '.join(models) or 'none'}.  ")
     parts.append(f"Methods: {', '.join(r.methods()) or 'none'}.  ")
     parts.append(f"Experiments: {', '.join(r.experiments()) or 'none'}.  ")
-    parts.append(f"Styles: {', '.join(r.styles()) or 'none'}. Variants: {', '.join(r.variants()) or 'none'}. "
+    parts.append(f"Styles: {', '.join(r.styles()) or 'none'}. "
+                 f"Variants: {', '.join(r.variants()) or 'none'}. "
                  f"Countries: {', '.join(r.countries()) or 'none'}.")
     parts += ["", _definitions(a)]
 
@@ -246,8 +254,8 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
             if s:
                 rows.append([m, meth, a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n,
                              ", ".join(ordered({x for p in s.pairs for x in p}, STYLE_ORDER))])
-    parts += [_table(["Model", "Method", "Mismatch rate", "JS distance", "Questions", "Styles"], rows)
-              if rows else "No model has >= 2 prompt styles for one variant.", ""]
+    parts += [_table(["Model", "Method", "Mismatch rate", "JS distance", "Questions", "Styles"],
+                     rows) if rows else "No model has >= 2 prompt styles for one variant.", ""]
     rows = []
     for m in models:
         for meth in M.METHODS:
@@ -261,7 +269,8 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
 
     # ---- selection bias
     parts += ["## Selection bias (Figure 3)", "",
-              f"Style-averaged distributions, pairwise over variants: {', '.join(a.selection_variants)}.", ""]
+              "Style-averaged distributions, pairwise over variants: "
+              f"{', '.join(a.selection_variants)}.", ""]
     rows = [[m, meth, a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n]
             for m in models for meth, s in sorted(a.selection.get(m, {}).items(),
                                                   key=lambda t: M.METHODS.index(t[0]))]
@@ -272,7 +281,8 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
             for v, s in a.selection_vs_baseline.get(m, {}).get(meth, {}).items()]
     if rows:
         parts += ["Breakdown against the baseline (diagnostic):", "",
-                  _table(["Model", "Method", "Pair", "Mismatch rate", "JS distance", "Questions"], rows), ""]
+                  _table(["Model", "Method", "Pair", "Mismatch rate", "JS distance",
+                          "Questions"], rows), ""]
 
     # ---- Table 2
     parts += ["## Table 2: prompt robustness vs selection bias across models", "",
@@ -306,7 +316,8 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     if rows:
         parts += [_table(["Model", "N", "Split-half JS (N/2, measured)", "Simulated (N/2, plug-in)",
                           "Floor at N", "Analytic at N (large-n)",
-                          f"Text prompt-robustness JS ({a.prompt_variant})", "Text JS - floor"], rows),
+                          f"Text prompt-robustness JS ({a.prompt_variant})",
+                          "Text JS - floor"], rows),
                   "", "Text-method JS distances between prompts at or below the floor at N cannot "
                   "be told apart from resampling the same prompt.", ""]
     else:
@@ -319,7 +330,8 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
             for m in models for meth in M.METHODS
             for res in [a.alignment.get(m, {}).get(meth)] if res]
     parts += [_table(["Model", "Method", "Alignment without country", "Alignment with country",
-                      "Improvement", "Questions", "Comparisons"], rows) if rows else a.alignment_note, ""]
+                      "Improvement", "Questions", "Comparisons"], rows)
+              if rows else a.alignment_note, ""]
 
     # ---- value-action
     parts += ["## Value-action agreement (Figure 4)", ""]
@@ -365,13 +377,16 @@ def draw_figures(a: Analysis, fig_dir: pathlib.Path) -> dict[int, list[pathlib.P
     models = a.results.models()
     pv = a.prompt_variant
     pm = [m for m in models if any(pv in v for v in a.prompt.get(m, {}).values())]
-    prompt_mm = {m: {k: a.est(v[pv].mismatch) for k, v in a.prompt[m].items() if pv in v} for m in pm}
-    prompt_js = {m: {k: a.est(v[pv].js) for k, v in a.prompt[m].items() if pv in v} for m in pm}
+    prompt_mm = {m: {k: a.est(v[pv].mismatch) for k, v in a.prompt[m].items() if pv in v}
+                 for m in pm}
+    prompt_js = {m: {k: a.est(v[pv].js) for k, v in a.prompt[m].items() if pv in v}
+                 for m in pm}
     floor = {m: a.est(nf.floor) for m, nf in a.noise.items() if nf.floor.n}
     sm = [m for m in models if a.selection.get(m)]
     sel_mm = {m: {k: a.est(v.mismatch) for k, v in a.selection[m].items()} for m in sm}
     sel_js = {m: {k: a.est(v.js) for k, v in a.selection[m].items()} for m in sm}
-    kind = "text" if any("text" in k for v in a.agreement.values() for k in v.values()) else "expected"
+    has_text = any("text" in k for v in a.agreement.values() for k in v.values())
+    kind = "text" if has_text else "expected"
     am = [m for m in models if any(kind in k for k in a.agreement.get(m, {}).values())]
     pear = {m: {k: v[kind].pearson for k, v in a.agreement[m].items() if kind in v} for m in am}
     spear = {m: {k: v[kind].spearman for k, v in a.agreement[m].items() if kind in v} for m in am}

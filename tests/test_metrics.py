@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from valueprobe_jax import metrics as M
+from valueprobe_jax import representations as R
 
 
 def js_by_hand(p, q):
@@ -55,15 +56,16 @@ def test_prompt_robustness_by_hand_with_a_k10_question():
     by_style = {
         "default": {"q1": np.array([0.6, 0.3, 0.1]), "q2": K10_A},
         "prefixed": {"q1": np.array([0.2, 0.5, 0.3]), "q2": K10_B},
-        "one_shot": {"q1": np.array([0.5, 0.4, 0.1]), "q2": K10_C, "q3": K10_A},  # q3: one style only
+        # q3 is only in one style
+        "one_shot": {"q1": np.array([0.5, 0.4, 0.1]), "q2": K10_C, "q3": K10_A},
     }
     r = M.prompt_robustness(by_style)
     assert r.mismatch.qids == ("q1", "q2")  # q3 is not in every style
     assert r.pairs == (("default", "one_shot"), ("default", "prefixed"), ("one_shot", "prefixed"))
     # q1 argmax: default 0, prefixed 1, one_shot 0 -> pairs 0, 1, 1; q2: 9, 9, 0 -> pairs 1, 0, 1
     assert r.mismatch.values.tolist() == pytest.approx([2 / 3, 2 / 3])
-    js_q1 = (js_by_hand([0.6, 0.3, 0.1], [0.5, 0.4, 0.1]) + js_by_hand([0.6, 0.3, 0.1], [0.2, 0.5, 0.3])
-             + js_by_hand([0.5, 0.4, 0.1], [0.2, 0.5, 0.3])) / 3
+    d, p, o = [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.5, 0.4, 0.1]
+    js_q1 = (js_by_hand(d, o) + js_by_hand(d, p) + js_by_hand(o, p)) / 3
     js_q2 = (js_by_hand(K10_A, K10_C) + js_by_hand(K10_A, K10_B) + js_by_hand(K10_C, K10_B)) / 3
     assert r.js.values.tolist() == pytest.approx([js_q1, js_q2], abs=1e-12)
     assert r.js.mean() == pytest.approx((js_q1 + js_q2) / 2)
@@ -73,7 +75,8 @@ def test_prompt_robustness_by_hand_with_a_k10_question():
 
 
 def test_selection_bias_with_a_shuffled_variant_by_hand():
-    base = {"default": {"q": np.array([0.6, 0.3, 0.1])}, "prefixed": {"q": np.array([0.4, 0.5, 0.1])}}
+    base = {"default": {"q": np.array([0.6, 0.3, 0.1])},
+            "prefixed": {"q": np.array([0.4, 0.5, 0.1])}}
     # shuffle displayed canonical options [2, 0, 1]; display-order outputs mapped back by hand:
     # default [.1, .2, .7] -> canonical [.2, .7, .1]; prefixed [.3, .3, .4] -> [.3, .4, .3]
     shuf = {"default": {"q": M.canonical([0.1, 0.2, 0.7], [2, 0, 1])},
@@ -185,8 +188,8 @@ def test_value_action_agreement_by_hand():
     ratings = M.mean_ratings(rows)
     assert ratings == {("q1", "A"): 7.0, ("q1", "B"): 2.0, ("q2", "A"): 5.0, ("q2", "B"): 5.0,
                        ("q3", "A"): 3.0}
-    probes = {"q1": np.array([0.9, 0.1]), "q2": np.array([0.5, 0.5]), "q3": np.array([0.2, 0.6, 0.2]),
-              "q4": np.array([1.0, 0.0])}  # q4 has no ratings
+    probes = {"q1": np.array([0.9, 0.1]), "q2": np.array([0.5, 0.5]),
+              "q3": np.array([0.2, 0.6, 0.2]), "q4": np.array([1.0, 0.0])}  # q4: no ratings
     ag = M.value_action_agreement(probes, ratings, n_boot=200)
     # points (w, rating): (.9, 7) (.1, 2) (.5, 5) (.5, 5) (.5, 3)  [q3: .2 + .6/2 = .5]
     x = np.array([0.9, 0.1, 0.5, 0.5, 0.5])
@@ -198,14 +201,23 @@ def test_value_action_agreement_by_hand():
     # ranks: x -> [5, 1, 3, 3, 3]; y -> [5, 1, 3.5, 3.5, 2]
     rx, ry = np.array([5, 1, 3, 3, 3.0]), np.array([5, 1, 3.5, 3.5, 2])
     drx, dry = rx - rx.mean(), ry - ry.mean()
-    assert ag.spearman.r == pytest.approx((drx * dry).sum() / math.sqrt((drx ** 2).sum() * (dry ** 2).sum()))
+    rho = (drx * dry).sum() / math.sqrt((drx ** 2).sum() * (dry ** 2).sum())
+    assert ag.spearman.r == pytest.approx(rho)
     assert ag.n_points == 5 and ag.n_questions == 3
     assert 0 < ag.pearson.p < 1
-    assert M.value_action_agreement({"q": np.array([1.0, 0.0])}, {("q", "A"): 3.0}).pearson.note == \
-        "needs >= 3 points"
+    one = M.value_action_agreement({"q": np.array([1.0, 0.0])}, {("q", "A"): 3.0})
+    assert one.pearson.note == "needs >= 3 points" and one.pearson.fmt() == "needs >= 3 points"
 
 
 # --------------------------------------------------------------------------- noise floor
+
+
+def test_text_distribution_matches_representations():
+    rng = np.random.default_rng(2)
+    for k in (2, 4, 10):
+        for _ in range(10):
+            parsed = [None if x == k else int(x) for x in rng.integers(0, k + 1, 10)]
+            assert M.text_distribution(parsed, k) == pytest.approx(R.p_text(parsed, k), abs=1e-15)
 
 
 def test_text_distribution_and_split_half():
@@ -223,7 +235,8 @@ def test_simulated_and_analytic_floor():
     # everything unparseable: both sides uniform -> 0
     assert M.simulated_js_floor([0.0, 0.0, 1.0], 10, k=2) == 0.0
     # s = 4: sqrt(2 / 40) * Gamma(2) / Gamma(3/2) = sqrt(1/20) * 2 / sqrt(pi)
-    assert M.analytic_js_floor([0.25] * 4, 10) == pytest.approx(math.sqrt(1 / 20) * 2 / math.sqrt(math.pi))
+    expected = math.sqrt(1 / 20) * 2 / math.sqrt(math.pi)
+    assert M.analytic_js_floor([0.25] * 4, 10) == pytest.approx(expected)
     assert M.analytic_js_floor([1.0, 0.0], 10) == 0.0
     p = [0.2, 0.3, 0.5]
     assert M.simulated_js_floor(p, 4000, n_sim=1000) == pytest.approx(M.analytic_js_floor(p, 4000),

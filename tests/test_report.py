@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.loading import load_results
-from analysis.report import analyze, load_human_json, to_json
+from analysis.report import analyze, human_from_wvs, load_human_json, to_json
 from valueprobe_jax import metrics as M
 from valueprobe_jax import representations as R
 from valueprobe_jax.cli import main
@@ -57,7 +57,8 @@ def _probe_row(rng, model, experiment, style, variant, country, qid, k, sharp, t
     parsed = [None if d == k else int(d) for d in draws]
     return {
         "key": f"{model}|{experiment}|{style}|{variant}|{country}|{qid}", "model": model,
-        "experiment": experiment, "style": style, "variant": variant, "country": country, "qid": qid,
+        "experiment": experiment, "style": style, "variant": variant, "country": country,
+        "qid": qid,
         "labels": _labels(variant, k), "display_order": order,
         "token_logits": logits.tolist(), "token_logits_space": logits_space.tolist(),
         "option_logprob": loglik.tolist(), "option_ntokens": ntok.tolist(),
@@ -79,7 +80,8 @@ def _action_rows(rng, model, truth):
                     rating = float(np.clip(round(1 + 9 * w + rng.normal(0, 1)), 1, 10))
                     rows.append({"key": f"rating|{model}|{qid}|{sid}|{action}|t{template}",
                                  "model": model, "experiment": "action_agreement", "qid": qid,
-                                 "scenario_id": f"{qid}-{sid}", "action": action, "template": template,
+                                 "scenario_id": f"{qid}-{sid}", "action": action,
+                                 "template": template,
                                  "rating_text": [rating, None if template == 1 else rating],
                                  "rating_expected": 1 + 9 * w, "seed": 0})
     return rows
@@ -102,7 +104,8 @@ def synthetic(tmp_path_factory):
                for s in STYLES for c in (None, *COUNTRIES) for q, k in QUESTIONS.items()]
         write_rows_atomic(rob, root / "shards" / f"robustness-{model}.parquet")
         write_rows_atomic(dem, root / "demographic" / model / "results.parquet")
-        write_rows_atomic(_action_rows(rng, model, truth), root / "shards" / f"actions-{model}.parquet")
+        write_rows_atomic(_action_rows(rng, model, truth),
+                          root / "shards" / f"actions-{model}.parquet")
     hfile = tmp_path_factory.mktemp("human") / "human.json"
     hfile.write_text(json.dumps(human))
     return root, hfile
@@ -133,7 +136,8 @@ def test_report_end_to_end(report_dir):
     text = (out / "report.md").read_text()
     for name in (*MODELS, "token", "seq", "text", "Mismatch rate", "JS distance",
                  "Prompt robustness", "Selection bias", "Table 2", "Alignment improvement",
-                 "Value-action agreement", "noise floor", "Pearson", "Spearman", "Egypt", "Germany"):
+                 "Value-action agreement", "noise floor", "Pearson", "Spearman", "Egypt",
+                 "Germany"):
         assert name in text, name
     assert f"| token | {M.NEEDS_3_MODELS}" not in text  # 3 models: numbers
     assert "could not be retrieved" in text  # the paper's Table 2 is not invented
@@ -200,7 +204,8 @@ def test_report_two_models_says_needs_three(synthetic, tmp_path):
     two = tmp_path / "two"
     two.mkdir()
     for m in MODELS[:2]:
-        pq.write_table(pq.read_table(root / "shards" / f"robustness-{m}.parquet"), two / f"{m}.parquet")
+        t = pq.read_table(root / "shards" / f"robustness-{m}.parquet")
+        pq.write_table(t, two / f"{m}.parquet")
     out = tmp_path / "out"
     assert main(["report", str(two), "--out", str(out), "--bootstrap", "20"]) == 0
     text = (out / "report.md").read_text()
@@ -215,7 +220,8 @@ def test_report_bad_inputs(tmp_path, capsys):
     empty.mkdir()
     assert main(["report", str(empty), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"valueprobe report: error: {empty}: no .parquet result files under this directory"
+    assert err == (f"valueprobe report: error: {empty}: "
+                   "no .parquet result files under this directory")
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "not a directory" in capsys.readouterr().err
     bad = tmp_path / "bad"
@@ -238,7 +244,22 @@ def test_loader_reads_all_shards(synthetic):
     root, _ = synthetic
     res = load_results(root)
     assert res.models() == list(MODELS)
-    assert len(res.files) == 9 and res.variants() == list(VARIANTS) and res.countries() == list(COUNTRIES)
+    assert len(res.files) == 9 and res.variants() == list(VARIANTS)
+    assert res.countries() == list(COUNTRIES)
     # the demographic sweep's own no-country rows do not replace the robustness sweep's
     assert {r.experiment for r in res.no_country_rows("tiny-a").values()} == {"robustness"}
     assert len(res.ratings) == 3 * len(QUESTIONS) * 2 * 2 * 3
+
+
+def test_human_from_wvs_csv(tmp_path, data_dir):
+    """The --wvs-csv path: names used in the results map to the CSV's alpha-3 codes."""
+    csv = tmp_path / "wvs.csv"
+    csv.write_text("B_COUNTRY_ALPHA,W_WEIGHT,Q1,Q94\n"
+                   "EGY,1.0,1,0\nEGY,2.0,2,2\nEGY,1.0,-1,1\nDEU,1.0,4,-2\n")
+    human = human_from_wvs(csv, ["Egypt", "Germany"], data_dir)
+    # Egypt Q1: codes 1 (w 1) and 2 (w 2), the -1 is missing -> [1/3, 2/3, 0, 0]
+    assert human[("Egypt", "Q1")].tolist() == pytest.approx([1 / 3, 2 / 3, 0, 0])
+    # Q94 is coded from 0: codes 0, 2, 1 with weights 1, 2, 1
+    assert human[("Egypt", "Q94")].tolist() == pytest.approx([0.25, 0.25, 0.5])
+    assert human[("Germany", "Q1")].tolist() == [0, 0, 0, 1]
+    assert ("Germany", "Q94") not in human  # no valid answer

@@ -122,7 +122,7 @@ def _per_question(values: Mapping[str, float]) -> PerQuestion:
 
 
 def bootstrap_indices(n: int, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> np.ndarray:
-    """[n_boot, n] question indices drawn with replacement; fixed seed, so reports are repeatable."""
+    """[n_boot, n] question indices drawn with replacement (fixed seed: repeatable reports)."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, n, size=(n_boot, n))
 
@@ -323,10 +323,11 @@ def table2(prompt: Mapping[str, PairwiseScores], selection: Mapping[str, Pairwis
         if not np.isfinite(r):
             out[metric] = Correlation(None, None, len(models), note="undefined (constant input)")
             continue
-        common = sorted(set.intersection(*(set(getattr(prompt[m], metric).qids) for m in models),
-                                         *(set(getattr(selection[m], metric).qids) for m in models)))
-        xs = np.array([[getattr(prompt[m], metric).as_dict()[q] for q in common] for m in models])
-        ys = np.array([[getattr(selection[m], metric).as_dict()[q] for q in common] for m in models])
+        px = [getattr(prompt[m], metric).as_dict() for m in models]
+        sy = [getattr(selection[m], metric).as_dict() for m in models]
+        common = sorted(set.intersection(*(set(d) for d in px + sy)))
+        xs = np.array([[d[q] for q in common] for d in px])
+        ys = np.array([[d[q] for q in common] for d in sy])
         lo, hi = bootstrap_stat_ci(
             len(common), lambda idx: _fast_r(xs[:, idx].mean(1), ys[:, idx].mean(1)),
             n_boot=n_boot, seed=seed)

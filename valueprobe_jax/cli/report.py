@@ -13,12 +13,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help=__doc__.splitlines()[0].split(": ", 1)[1],
                               description=__doc__)
     p.add_argument("results_dir", help="directory of result Parquet files (read recursively)")
-    p.add_argument("--out", required=True, help="report directory (report.md, metrics.json, figures/)")
+    p.add_argument("--out", required=True,
+                   help="report directory (report.md, metrics.json, figures/)")
     p.add_argument("--human", help="human answer distributions as JSON {country: {qid: [p, ...]}}")
     p.add_argument("--wvs-csv", help="the WVS-7 respondent CSV (alternative to --human)")
     p.add_argument("--data-dir", help="paper data mirror for the question bank (with --wvs-csv)")
-    p.add_argument("--selection-variants", help="comma-separated variants for selection bias "
-                   "(default: every variant in the results; the paper's code used baseline,reverse,num)")
+    p.add_argument("--selection-variants",
+                   help="comma-separated variants for selection bias (default: every variant in "
+                   "the results; the paper's code used baseline,reverse,num)")
     p.add_argument("--middle", choices=("split", "second"), default="split",
                    help="odd middle option in value-action agreement: split equally (default) or "
                    "give it to the B end as the paper's code did")
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.selection_variants:
         variants = [v.strip() for v in args.selection_variants.split(",") if v.strip()]
         if len(variants) < 2:
-            raise InputError(f"--selection-variants {args.selection_variants!r}: needs >= 2 variants")
+            raise InputError(f"--selection-variants {args.selection_variants!r}: "
+                             "needs >= 2 variants")
     results = load_results(root)
     unknown = sorted(set(variants or []) - set(results.variants()))
     if unknown:

@@ -48,6 +48,7 @@ class Analysis:
     middle: str
     selection_variants: list[str]
     prompt_variant: str | None
+    alignment_qids: list[str] | None = None
     prompt: dict[str, dict[str, dict[str, M.PairwiseScores]]] = field(default_factory=dict)
     selection: dict[str, dict[str, M.PairwiseScores]] = field(default_factory=dict)
     selection_vs_baseline: dict[str, dict[str, dict[str, M.PairwiseScores]]] = \
@@ -70,7 +71,8 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
     variants = results.variants()
     sel_variants = [v for v in (selection_variants or variants) if v in variants]
     prompt_variant = "baseline" if "baseline" in variants else (variants[0] if variants else None)
-    a = Analysis(results, n_boot, seed, middle, sel_variants, prompt_variant)
+    a = Analysis(results, n_boot, seed, middle, sel_variants, prompt_variant,
+                 list(alignment_qids) if alignment_qids is not None else None)
     for model in results.models():
         for method in results.methods(model):
             byv = results.by_variant_style(model, method)
@@ -188,6 +190,9 @@ METHOD_NAME = {"token": "token", "seq": "seq", "text": "text"}
 
 
 def _definitions(a: Analysis) -> str:
+    qset = (f"the {len(a.alignment_qids)} listed by `--alignment-questions`" if a.alignment_qids
+            else "every question with human data (the paper kept only its ordinal questions; "
+            "restrict with `--alignment-questions`)")
     middle = ("split equally between the two ends" if a.middle == "split"
               else "given to the B end (the paper's code)")
     return f"""## Metrics and decisions
@@ -209,7 +214,7 @@ def _definitions(a: Analysis) -> str:
 - **Alignment improvement**: a = 1 - EMD(p, q)/(k - 1), EMD with ground distance |i - j| over the
   canonical options (sum of |CDF_p - CDF_q|), q the WVS-7 human distribution of the prompted
   country; improvement = a with the country prompt - a of the same prompt without it, averaged
-  over styles, variants and countries per question, then over questions.
+  over styles, variants and countries per question, then over questions. Questions: {qset}.
 - **Value-action agreement**: the probe of a question (averaged over every style and variant
   without country) is split into the weight of the first-option end of the scale (action A) and
   of the last-option end (action B); an odd middle option's mass is

@@ -14,6 +14,7 @@ from analysis.report import analyze, human_from_wvs, load_human_json, to_json
 from valueprobe_jax import metrics as M
 from valueprobe_jax import representations as R
 from valueprobe_jax.cli import main
+from valueprobe_jax.cli.report import _read_qids
 from valueprobe_jax.results import write_rows_atomic
 
 MODELS = ("tiny-a", "tiny-b", "tiny-c")
@@ -263,3 +264,16 @@ def test_human_from_wvs_csv(tmp_path, data_dir):
     assert human[("Egypt", "Q94")].tolist() == pytest.approx([0.25, 0.25, 0.5])
     assert human[("Germany", "Q1")].tolist() == [0, 0, 0, 1]
     assert ("Germany", "Q94") not in human  # no valid answer
+
+
+def test_alignment_questions_filter(synthetic, tmp_path):
+    root, hfile = synthetic
+    a = analyze(load_results(root), load_human_json(hfile), n_boot=10, alignment_qids=["Q1", "Q3"])
+    assert a.alignment["tiny-a"]["token"].improvement.qids == ("Q1", "Q3")
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("Q1\nQ3\n")
+    assert _read_qids(str(qfile)) == ["Q1", "Q3"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"Q1": 1}')
+    assert main(["report", str(root), "--out", str(tmp_path / "o"), "--alignment-questions",
+                 str(bad)]) == 2

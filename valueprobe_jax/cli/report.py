@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 
 from valueprobe_jax.errors import InputError
@@ -24,10 +25,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--middle", choices=("split", "second"), default="split",
                    help="odd middle option in value-action agreement: split equally (default) or "
                    "give it to the B end as the paper's code did")
+    p.add_argument("--alignment-questions",
+                   help="file of question ids (JSON list or one per line) to keep for the "
+                   "alignment metric (the paper kept its ordinal questions); default: all")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=run)
     return p
+
+
+def _read_qids(path: str) -> list[str]:
+    """Question ids from a JSON list or a text file with one id per line."""
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    try:
+        qids = json.loads(text)
+    except json.JSONDecodeError:
+        qids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(qids, list) or not qids or not all(isinstance(q, str) for q in qids):
+        raise InputError(f"{path}: expected a JSON list of question ids or one id per line")
+    return qids
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise InputError(f"--selection-variants: {', '.join(unknown)} not in the results "
                          f"(have {', '.join(results.variants())})")
+    alignment_qids = _read_qids(args.alignment_questions) if args.alignment_questions else None
     human = None
     if args.human:
         human = load_human_json(args.human)
     elif args.wvs_csv:
         human = human_from_wvs(args.wvs_csv, results.countries(), args.data_dir)
     paths = build_report(results, args.out, human, selection_variants=variants, middle=args.middle,
-                         n_boot=args.bootstrap, seed=args.seed)
+                         n_boot=args.bootstrap, seed=args.seed, alignment_qids=alignment_qids)
     print(f"report: {paths['report']}")
     print(f"metrics: {paths['metrics']}")
     print("figures: " + " ".join(str(p) for k, p in paths.items() if k.startswith("fig")))

@@ -185,6 +185,35 @@ class CharTokenizer:
     def decode(self, ids, skip_special_tokens=True):
         return "".join(chr(i + 32) for i in ids if i != self.eos_token_id)
 
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": self.encode(text)}
+
+
+def test_scoring_matches_single_device(tiny_params):
+    """Token logits and option log-likelihoods of the packed and prefix-cache strategies on every
+    mesh equal the single-device numbers (float32, 1e-5)."""
+    scoring = pytest.importorskip("valueprobe_jax.scoring")
+    system = "You are asked a survey question. Answer with one label.\n"
+    reqs = [scoring.ScoreRequest(f"q{i}", f"{system}Q{i}: {q}\nAnswer:",
+                                 [f" {lab}. {opt}" for lab, opt in zip("ABCD", opts)], list("ABCD")[:len(opts)])
+            for i, (q, opts) in enumerate([("Is family important?", ["Very", "Rather", "Not"]),
+                                           ("Trust people?", ["Yes", "No"]),
+                                           ("How happy are you?", ["Very", "Quite", "Not very", "Not at all"])])]
+    tok = CharTokenizer()
+    runs = [("packed", s) for s in MESHES] + [("prefix_cache", "data=2,tensor=4")]
+    refs = {st: scoring.Scorer((TINY, tiny_params, tok), min_prefix=8).score(reqs, st)
+            for st in ("packed", "prefix_cache")}
+    for st, spec in runs:
+        scorer = scoring.Scorer((TINY, tiny_params, tok), min_prefix=8, mesh=sh.make_mesh(spec))
+        got = scorer.score(reqs, st)
+        kinds = {shape[0] for shape in scorer.stats.shapes}
+        assert ("cached" in kinds) == (st == "prefix_cache"), kinds
+        for r, g in zip(refs[st], got):
+            for field in ("token_logits", "token_logits_space", "option_logprob"):
+                np.testing.assert_allclose(getattr(g, field), getattr(r, field), atol=1e-5,
+                                           err_msg=f"{st} {spec} {field}")
+            np.testing.assert_array_equal(g.option_ntokens, r.option_ntokens)
+
 
 def test_sampling_matches_single_device(tiny_params):
     """Greedy and temperature-1 generations (same seed) are identical on every mesh; one sampler

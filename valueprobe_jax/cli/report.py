@@ -11,8 +11,8 @@ from valueprobe_jax.errors import InputError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("report", help=__doc__.splitlines()[0].split(": ", 1)[1],
-                              description=__doc__)
+    p = subparsers.add_parser("report", description=__doc__,
+                              help="metrics with CIs, Figures 2-5 and a Markdown report")
     p.add_argument("results_dir", help="directory of result Parquet files (read recursively)")
     p.add_argument("--out", required=True,
                    help="report directory (report.md, metrics.json, figures/)")

@@ -75,6 +75,12 @@ def _load(name, path, dtype="float32"):
     return loaded.cfg, loaded.params
 
 
+@functools.lru_cache(maxsize=None)
+def _fwd(cfg):
+    """One jitted forward per config (a whole-program compile is cheaper than eager op-by-op)."""
+    return jax.jit(functools.partial(forward, cfg))
+
+
 def _padded_batch(padding: str):
     rng = np.random.default_rng(0)
     lengths, t = np.array([11, 7, 4]), 11
@@ -99,7 +105,7 @@ def test_padded_batch_logits_match_transformers(tiny, name):
     cfg, params = _load(name, path)
     tokens, valid, positions = _padded_batch("right")
     ref = _hf_logits(model, tokens, valid)
-    got, _ = jax.jit(functools.partial(forward, cfg))(params, tokens, positions, causal_mask(jnp.asarray(valid)))
+    got, _ = _fwd(cfg)(params, tokens, positions, causal_mask(jnp.asarray(valid)))
     diff = np.abs(np.asarray(got) - ref)[valid].max()
     assert np.abs(ref[valid]).max() > 1.0  # the comparison is not between near-zero logits
     assert diff <= 1e-4, f"{name}: max |logit diff| {diff:.2e}"
@@ -112,7 +118,7 @@ def test_bloom_left_padding_matches_transformers(tiny):
     cfg, params = _load("bloom-6-heads", path)
     tokens, valid, positions = _padded_batch("left")
     ref = _hf_logits(model, tokens, valid)
-    got, _ = forward(cfg, params, jnp.asarray(tokens), jnp.asarray(positions), causal_mask(jnp.asarray(valid)))
+    got, _ = _fwd(cfg)(params, jnp.asarray(tokens), jnp.asarray(positions), causal_mask(jnp.asarray(valid)))
     assert np.abs(np.asarray(got) - ref)[valid].max() <= 1e-4
 
 
@@ -121,7 +127,7 @@ def _greedy_with_cache(cfg, params, prompt: np.ndarray, steps: int):
     Returns the tokens (prompt + steps + 1 new) and the logits of every predicting position."""
     b, p = prompt.shape
     cap = p + steps
-    step = jax.jit(functools.partial(forward, cfg))
+    step = _fwd(cfg)
     slot = np.arange(cap)
     cache = KVCache.zeros(cfg, b, cap)
     pos = np.broadcast_to(np.arange(p), (b, p))
@@ -147,7 +153,7 @@ def test_kv_cache_decoding_matches_full_forward_and_transformers(tiny, name):
     seq, cached = _greedy_with_cache(cfg, params, prompt, steps)
     full_in = seq[:, :-1]  # prompt + the 8 fed tokens
     t = full_in.shape[1]
-    full, _ = forward(cfg, params, jnp.asarray(full_in), jnp.broadcast_to(jnp.arange(t), full_in.shape),
+    full, _ = _fwd(cfg)(params, jnp.asarray(full_in), jnp.broadcast_to(jnp.arange(t), full_in.shape),
                       causal_mask(jnp.ones(full_in.shape, bool)))
     full = np.asarray(full)[:, prompt.shape[1] - 1:]
     assert cached.shape == full.shape == (2, steps + 1, VOCAB)
@@ -165,7 +171,7 @@ def test_bfloat16_runs_close_to_float32(tiny, name):
     assert params["embed"].dtype == jnp.bfloat16 and params["layers"]["wq"].dtype == jnp.bfloat16
     tokens, valid, positions = _padded_batch("right")
     ref = _hf_logits(model, tokens, valid)
-    got, _ = forward(cfg, params, jnp.asarray(tokens), jnp.asarray(positions), causal_mask(jnp.asarray(valid)))
+    got, _ = _fwd(cfg)(params, jnp.asarray(tokens), jnp.asarray(positions), causal_mask(jnp.asarray(valid)))
     got = np.asarray(got)
     assert got.dtype == np.float32 and np.isfinite(got).all()
     # bfloat16 keeps ~3 significant digits: a few hundredths on logits of a few units.
@@ -255,3 +261,31 @@ def test_falcon_early_refinedwebmodel_config_reads_like_the_transformers_one(tin
         "apply_residual_connection_post_layernorm": False, "layer_norm_epsilon": 1e-5})
     assert early == modern
     assert (modern.num_kv_heads, modern.parallel_block, modern.tie_embeddings) == (1, True, True)
+
+
+@pytest.mark.parametrize("name", ["falcon-7b-layout", "bloom-6-heads"])
+def test_packed_row_with_tree_mask_equals_separate_rows(tiny, name):
+    """[prompt, option 1, option 2] in one row (each option sees the prompt and itself, positions
+    restart after the prompt) gives the logits of the two rows [prompt, option i]: the property
+    packed scoring needs, for ALiBi as well as rotary positions."""
+    _, path = tiny[name]
+    cfg, params = _load(name, path)
+    rng = np.random.default_rng(2)
+    prompt, o1, o2 = (rng.integers(0, VOCAB, n) for n in (5, 3, 2))
+    n = len(prompt)
+    tokens = np.concatenate([prompt, o1, o2])[None]
+    branch = np.array([0] * n + [1] * len(o1) + [2] * len(o2))
+    positions = np.concatenate([np.arange(n), n + np.arange(len(o1)), n + np.arange(len(o2))])[None]
+    idx = np.arange(tokens.shape[1])
+    mask = (idx[None, :] <= idx[:, None]) & ((branch[None, :] == 0) | (branch[None, :] == branch[:, None]))
+    packed, _ = _fwd(cfg)(params, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask[None]))
+    packed = np.asarray(packed)[0]
+    rows = np.zeros((2, n + len(o1)), np.int64)  # the two separate rows as one right-padded batch
+    rows[0], rows[1, :n + len(o2)] = np.concatenate([prompt, o1]), np.concatenate([prompt, o2])
+    valid = np.arange(rows.shape[1])[None] < np.array([[n + len(o1)], [n + len(o2)]])
+    alone, _ = _fwd(cfg)(params, jnp.asarray(rows), jnp.broadcast_to(jnp.arange(rows.shape[1]), rows.shape),
+                       causal_mask(jnp.asarray(valid)))
+    alone = np.asarray(alone)
+    np.testing.assert_allclose(packed[:n], alone[0, :n], atol=1e-5)
+    np.testing.assert_allclose(packed[branch == 1], alone[0, n:], atol=1e-5)
+    np.testing.assert_allclose(packed[branch == 2], alone[1, n:n + len(o2)], atol=1e-5)

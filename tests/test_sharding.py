@@ -20,7 +20,8 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.merge import merge_shards
 from valueprobe_jax.models import Decoder, KVCache, ModelConfig, causal_mask, forward
 from valueprobe_jax.models.layers import LOGICAL_AXES
-from valueprobe_jax.multihost import host_slice, initialize_distributed, multihost_requested
+from valueprobe_jax.multihost import (WorkSplit, agree, host_slice, initialize_distributed,
+                                      multihost_requested, work_split)
 
 MESHES = ["data=2,tensor=4", "fsdp=8", "data=8"]
 
@@ -310,6 +311,8 @@ def test_initialize_distributed_single_host_is_noop():
     assert multihost_requested({"VALUEPROBE_DISTRIBUTED": "0", "SLURM_NTASKS": "4"}) is False
     assert initialize_distributed({}) is False
     assert jax.process_count() == 1
+    assert work_split(sh.make_mesh("fsdp=8")) == WorkSplit(0, 1, True, False)
+    assert agree([True, False, True]) == [True, False, True]
 
 
 # ----------------------------------------------------------------------------- merge

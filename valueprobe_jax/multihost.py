@@ -7,6 +7,7 @@ jax.process_count())`` and writes its own result shards; ``valueprobe merge`` jo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -100,3 +101,46 @@ def process_info() -> tuple[int, int]:
     import jax
 
     return jax.process_index(), jax.process_count()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkSplit:
+    """How the hosts share the work items for one mesh.
+
+    ``index``/``count``: pass to ``host_slice`` (or the sweep's chunk split). ``writer``: whether
+    this host writes result shards. ``lockstep``: the mesh spans several hosts, so they must all
+    run the same items in the same order (every host calls every jitted function; one writes).
+    """
+
+    index: int
+    count: int
+    writer: bool
+    lockstep: bool
+
+
+def work_split(mesh: Any) -> WorkSplit:
+    """Per-host items when the mesh lives on this host alone; otherwise one group in lockstep
+    with process 0 writing. On one host: WorkSplit(0, 1, True, False)."""
+    import jax
+
+    me, n = jax.process_index(), jax.process_count()
+    owners = {d.process_index for d in mesh.devices.flat}
+    if owners == {me}:
+        return WorkSplit(me, n, True, False)
+    if len(owners) != n:
+        raise ValueError(f"mesh spans {len(owners)} of {n} hosts: use this host's devices or all")
+    return WorkSplit(0, 1, me == 0, True)
+
+
+def agree(mask: Sequence[bool]) -> list[bool]:
+    """Process 0's copy of a per-item flag list on every host (e.g. "chunk still to do" in a
+    lockstep sweep, where only process 0 sees the shards it wrote). Identity on one host."""
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return [bool(x) for x in mask]
+    from jax.experimental import multihost_utils
+
+    arr = multihost_utils.broadcast_one_to_all(np.asarray(mask, np.bool_))
+    return [bool(x) for x in np.asarray(arr)]

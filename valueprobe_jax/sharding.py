@@ -114,12 +114,25 @@ def mesh_spec_str(shape: Mapping[str, int]) -> str:
 
 
 def make_mesh(spec: Any = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over ``devices`` (default: all devices of all hosts).
+    """A (data, fsdp, tensor) mesh.
+
+    ``devices`` default: on one host, all its devices. On several hosts (after
+    ``multihost.initialize_distributed``), this host's devices when the spec fits them (each host
+    then runs its own work items independently: ``multihost.work_split``), else every device of
+    every host (the hosts run the same items in lockstep: a model too big for one host).
 
     Axes are of the Auto kind: jit's in/out shardings pin inputs and outputs and XLA's GSPMD
     partitions the rest, so the model code needs no sharding annotations.
     """
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:
+        devices = jax.devices()
+        if jax.process_count() > 1:
+            try:
+                parse_mesh_spec(spec, jax.local_device_count())
+                devices = jax.local_devices()
+            except InputError:
+                pass
+    devices = list(devices)
     shape = parse_mesh_spec(spec, len(devices))
     return jax.make_mesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES,
                          axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)

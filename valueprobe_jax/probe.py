@@ -1,0 +1,232 @@
+"""The probing engine end to end: prompts -> packed scoring and sampling -> parsed answers ->
+the three value representations -> result rows (see ``results.SCHEMA``), and action ratings.
+
+This module wires the parts together and owns no model math: ``scoring`` gives label logits and
+option log-likelihoods, ``sampling`` gives generations, ``parsing`` reads labels from them and
+``representations`` turns the raw numbers into distributions in canonical option order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from valueprobe_jax import parsing, representations
+from valueprobe_jax.actions import rating_messages
+from valueprobe_jax.checkpoints import LoadedModel
+from valueprobe_jax.data.questions import Question
+from valueprobe_jax.data.scenarios import Scenario
+from valueprobe_jax.errors import InputError
+from valueprobe_jax.prompts import Prompt, build_prompt, option_continuations, render
+from valueprobe_jax.sampling import Sampler, SamplingParams
+from valueprobe_jax.scoring import STRATEGIES, Scorer, ScoreRequest
+from valueprobe_jax.sweep import probe_key
+
+METHODS = ("token", "seq", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """How to probe (the ``probe`` and ``actions`` sections of a sweep config)."""
+
+    methods: tuple[str, ...] = METHODS
+    samples: int = 10
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    seed: int = 0
+    shuffle_seed: int = 0
+    parse_mode: str = "label"  # "label" (label-aware) | "paper" (the released code's rules)
+    strategy: str = "packed"
+    rating_max_new_tokens: int = 20
+    rating_samples: int = 1
+    rating_temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise InputError(f"methods {','.join(self.methods)}: choose from {', '.join(METHODS)}")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"strategy {self.strategy!r}: choose from {', '.join(STRATEGIES)}")
+        if self.parse_mode not in ("label", "paper"):
+            raise InputError(f"parse mode {self.parse_mode!r}: choose label or paper")
+        if "text" in self.methods and self.samples < 1:
+            raise InputError(f"samples={self.samples}: the text method needs at least 1 sample")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ProbeSettings":
+        p, a = config.probe, config.actions
+        return cls(methods=tuple(p.methods), samples=p.samples, temperature=p.temperature,
+                   top_k=p.top_k, top_p=p.top_p, max_new_tokens=p.max_new_tokens, seed=p.seed,
+                   shuffle_seed=p.shuffle_seed, parse_mode=p.parse_mode,
+                   strategy=config.model.strategy, rating_max_new_tokens=a.max_new_tokens,
+                   rating_samples=a.samples, rating_temperature=a.get("temperature", 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeRequest:
+    """One value probe to run: a prompt and the row key it is stored under."""
+
+    key: str
+    prompt: Prompt
+    experiment: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingRequest:
+    """One action rating to run."""
+
+    key: str
+    qid: str
+    scenario: Scenario
+    action: str  # "A" | "B"
+    template: int
+
+
+class ProbeEngine:
+    """Holds one loaded model with its scorer and sampler (jitted functions and cached prompt
+    prefixes are reused across every call of a sweep)."""
+
+    def __init__(self, model: LoadedModel, settings: ProbeSettings, *, mesh: Any = None):
+        if model.tokenizer is None:
+            raise InputError(f"model {model.name}: its checkpoint has no tokenizer")
+        self.model, self.settings, self.mesh = model, settings, mesh
+        spec = model.spec
+        has_template = bool(getattr(model.tokenizer, "chat_template", None))
+        self.instruct = spec.use_chat_template if spec is not None else has_template
+        if self.instruct and not has_template:
+            raise InputError(f"model {model.name}: registered as a chat model but its tokenizer "
+                             f"has no chat template")
+        self.system_role = spec.system_role if spec is not None else None
+        # plain-text instruct models (no chat template) end an answer with their EOS text
+        self.end_of_turn = spec.end_of_turn if (spec is not None and not self.instruct) else None
+        self.scorer = Scorer(model, mesh=mesh)
+        self._sampler: Sampler | None = None
+
+    @property
+    def sampler(self) -> Sampler:
+        if self._sampler is None:
+            self._sampler = Sampler(self.model.cfg, self.model.params, self.model.tokenizer,
+                                    mesh=self.mesh)
+        return self._sampler
+
+    # ------------------------------------------------------------------ value probes
+
+    def render(self, prompt: Prompt) -> tuple[str, list[str]]:
+        """Generation-ready text and the per-option continuations the seq method scores."""
+        tok = self.model.tokenizer
+        text = render(prompt, tok, instruct=self.instruct, system_role=self.system_role)
+        conts = option_continuations(prompt, tok, instruct=self.instruct,
+                                     system_role=self.system_role, end_of_turn=self.end_of_turn)
+        return text, conts
+
+    def probe(self, requests: Sequence[ProbeRequest]) -> list[dict[str, Any]]:
+        """One result row per request (all methods of the settings)."""
+        s = self.settings
+        if not requests:
+            return []
+        rendered = [self.render(r.prompt) for r in requests]
+        scored = None
+        if "token" in s.methods or "seq" in s.methods:
+            reqs = [ScoreRequest(r.key, text, conts, list(r.prompt.labels))
+                    for r, (text, conts) in zip(requests, rendered)]
+            scored = self.scorer.score(reqs, strategy=s.strategy)
+        generations = None
+        if "text" in s.methods:
+            sp = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                max_new_tokens=s.max_new_tokens, num_samples=s.samples, seed=s.seed)
+            # sample keys name the prompt, not the experiment: the same prompt gets the same
+            # samples in every sweep that contains it
+            generations = self.sampler.generate([t for t, _ in rendered],
+                                                [r.prompt.key for r in requests], sp)
+        rows = []
+        for i, r in enumerate(requests):
+            p = r.prompt
+            k = len(p.labels)
+            row: dict[str, Any] = {
+                "key": r.key, "model": self.model.name, "experiment": r.experiment,
+                "style": p.style, "variant": p.variant, "country": p.country, "qid": p.qid,
+                "labels": list(p.labels), "display_order": list(p.display_order), "seed": s.seed,
+                "n_prompt_tokens": None,
+            }
+            if scored is not None:
+                res = scored[i]
+                row.update(
+                    token_logits=res.token_logits.tolist(),
+                    token_logits_space=res.token_logits_space.tolist(),
+                    label_multi_token=[bool(a or b) for a, b in res.label_multi_token],
+                    option_logprob=res.option_logprob.tolist(),
+                    option_ntokens=[int(n) for n in res.option_ntokens],
+                    n_prompt_tokens=int(res.n_prompt_tokens),
+                    boundary_split=bool(res.boundary_split),
+                )
+                if "token" in s.methods:
+                    row["p_token"] = representations.p_token(
+                        res.token_logits, res.token_logits_space, p.display_order).tolist()
+                if "seq" in s.methods:
+                    row["p_seq"] = representations.p_seq(
+                        res.option_logprob, res.option_ntokens, p.display_order).tolist()
+            if generations is not None:
+                mode = "paper" if s.parse_mode == "paper" else "label_aware"
+                texts = [g.text for g in generations[i]]
+                parsed = [parsing.parse_canonical(t, p.labels, p.option_texts_displayed,
+                                                  p.display_order, mode=mode) for t in texts]
+                row.update(generations=texts, parsed=parsed,
+                           p_text=representations.p_text(parsed, k).tolist())
+            rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------ action ratings
+
+    def render_rating(self, r: RatingRequest) -> str:
+        sc = r.scenario
+        action = sc.action_a if r.action == "A" else sc.action_b
+        messages = rating_messages(sc.situation, action, r.template)
+        tok = self.model.tokenizer
+        if self.instruct:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n".join(m["content"] for m in messages)
+
+    def rate(self, requests: Sequence[RatingRequest], experiment: str = "action_agreement"
+             ) -> list[dict[str, Any]]:
+        """One row per rating request: the rating parsed from generated text and the expected
+        rating over the next-token distribution of "1".."10"."""
+        if not requests:
+            return []
+        s = self.settings
+        texts = [self.render_rating(r) for r in requests]
+        expected = self.scorer.rate([(r.key, t) for r, t in zip(requests, texts)],
+                                    strategy=s.strategy)
+        sp = SamplingParams(temperature=s.rating_temperature, max_new_tokens=s.rating_max_new_tokens,
+                            num_samples=s.rating_samples, seed=s.seed)
+        gens = self.sampler.generate(texts, [r.key for r in requests], sp)
+        rows = []
+        for r, e, g in zip(requests, expected, gens):
+            gen_texts = [x.text for x in g]
+            rows.append({
+                "key": r.key, "model": self.model.name, "experiment": experiment, "qid": r.qid,
+                "scenario_id": r.scenario.id, "action": r.action, "template": r.template,
+                "generations": gen_texts,
+                "rating_text": [parsing.parse_rating(t) for t in gen_texts],
+                "rating_expected": float(e.expected), "rating_probs": np.asarray(e.probs).tolist(),
+                "n_prompt_tokens": int(e.n_prompt_tokens), "seed": s.seed,
+            })
+        return rows
+
+
+def build_probe_requests(questions: Sequence[Question], styles: Sequence[str], variants: Sequence[str],
+                         countries: Sequence[str | None], *, experiment: str, model_name: str,
+                         shuffle_seed: int = 0) -> list[ProbeRequest]:
+    """Every (style, variant, country, question) prompt with its row key."""
+    out = []
+    for style in styles:
+        for variant in variants:
+            for country in countries:
+                for q in questions:
+                    prompt = build_prompt(q, style, variant, country, seed=shuffle_seed)
+                    out.append(ProbeRequest(probe_key(experiment, model_name, style, variant,
+                                                      country, q.id), prompt, experiment))
+    return out

@@ -86,8 +86,10 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32") -> Mode
         max_position_embeddings=max_pos, dtype=dtype)
 
 
-def _getter(tensors: Mapping[str, Any], dtype: Any) -> Callable[[str, tuple[int, ...]], np.ndarray]:
+def _getter(tensors: Mapping[str, Any], dtype: Any,
+            used: set[str]) -> Callable[[str, tuple[int, ...]], np.ndarray]:
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        used.add(name)
         if name not in tensors:
             raise InputError(f"{name}: tensor missing from the checkpoint")
         t = np.asarray(tensors[name])
@@ -106,8 +108,8 @@ def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, np.ndarray]) -> dict[
     """
     e, h, kv, d, m, v, n = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                             cfg.intermediate_size, cfg.vocab_size, cfg.num_layers)
-    dt = cfg.jnp_dtype
-    get = _getter(tensors, dt)
+    used: set[str] = set()
+    get = _getter(tensors, cfg.jnp_dtype, used)
 
     def stack(fn: Callable[[str], np.ndarray]) -> np.ndarray:
         return np.stack([fn(f"model.layers.{i}.") for i in range(n)])
@@ -134,4 +136,12 @@ def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, np.ndarray]) -> dict[
         out["layers/bo"] = stack(lambda p: get(p + "self_attn.o_proj.bias", (e,)))
     if not cfg.tie_embeddings:
         out["lm_head"] = get("lm_head.weight", (v, e)).T
+    # Tolerated leftovers: RoPE buffers of old exports; a tied checkpoint that still stores the
+    # head (transformers ignores it too). Anything else means config and weights disagree.
+    extra = sorted(k for k in tensors if k not in used and not k.endswith("rotary_emb.inv_freq")
+                   and not (cfg.tie_embeddings and k == "lm_head.weight"))
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
+        raise InputError(f"{shown}: unexpected tensor(s) for the config's "
+                         f"{n}-layer {'tied' if cfg.tie_embeddings else 'untied'} model")
     return {k: np.ascontiguousarray(a) for k, a in out.items()}

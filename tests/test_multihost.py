@@ -14,9 +14,8 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-
-from valueprobe_jax.models import Decoder, ModelConfig, causal_mask, forward
+from valueprobe_jax import sharding as sh
+from valueprobe_jax.models import ModelConfig, causal_mask, forward, param_shapes
 
 CFG = dict(family="llama", vocab_size=96, hidden_size=32, num_layers=2, num_heads=8,
            num_kv_heads=4, head_dim=8, intermediate_size=64)
@@ -29,11 +28,12 @@ WORKER = textwrap.dedent("""
     from valueprobe_jax.multihost import agree, initialize_distributed, work_split
     assert initialize_distributed()
     import jax.numpy as jnp
-    from flax import nnx
     from valueprobe_jax import sharding as sh
-    from valueprobe_jax.models import Decoder, ModelConfig, causal_mask, forward
+    from valueprobe_jax.models import ModelConfig, forward, param_shapes
     cfg = ModelConfig(**json.loads(sys.argv[1]))
-    params = jax.tree.map(np.asarray, Decoder(cfg, rngs=nnx.Rngs(0)).params())
+    params = sh._nest({k: (np.ones(v, np.float32) if k.endswith("_scale") else
+                           (0.02 * np.random.default_rng(0).standard_normal(v)).astype(np.float32))
+                       for k, v in param_shapes(cfg).items()})
     b, t = 8, 10
     tok = np.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (b, t)), np.int32)
     pos = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()
@@ -87,7 +87,9 @@ def test_two_processes(tmp_path):
         assert r["fsdp=4,tensor=2"] == {"split": [0, 1, me == 0, True], "hosts": [0, 1]}
 
     cfg = ModelConfig(**CFG)
-    params = Decoder(cfg, rngs=nnx.Rngs(0)).params()
+    params = sh._nest({k: (np.ones(v, np.float32) if k.endswith("_scale") else
+                           (0.02 * np.random.default_rng(0).standard_normal(v)).astype(np.float32))
+                       for k, v in param_shapes(cfg).items()})
     tok = np.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (8, 10)), np.int32)
     pos = np.broadcast_to(np.arange(10, dtype=np.int32), (8, 10))
     ref, _ = jax.jit(functools.partial(forward, cfg))(params, tok, pos, causal_mask(jnp.ones((8, 10), bool)))

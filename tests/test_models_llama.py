@@ -5,6 +5,7 @@ files a real checkpoint has) and read back by our loader; logits must match tran
 right-padded batch, and cached decoding must match the full forward pass.
 """
 
+import copy
 import functools
 
 import jax
@@ -188,3 +189,22 @@ def test_sharded_checkpoint_loads_the_same(tmp_root):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_bfloat16_checkpoint_reads_exactly(tmp_root):
+    """Real checkpoints are stored in bfloat16 (numpy has no such dtype): values survive exactly."""
+    model, _ = _checkpoint("qwen2_untied", tmp_root)
+    path = f"{tmp_root}/qwen2_bf16"
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(path)  # the fixture model is shared
+    from safetensors import safe_open
+
+    with safe_open(f"{path}/model.safetensors", framework="numpy") as f:
+        assert f.get_slice("model.layers.1.mlp.down_proj.weight").get_dtype() == "BF16"
+    with torch.no_grad():
+        want = model.model.layers[1].mlp.down_proj.weight.to(torch.bfloat16).float().numpy().T
+        bias = model.model.layers[0].self_attn.k_proj.bias.to(torch.bfloat16).float().numpy()
+    for dtype in ("float32", "bfloat16"):
+        p = load_model(path, dtype=dtype).params
+        assert p["layers"]["w_down"].dtype == jnp.dtype(dtype)
+        np.testing.assert_array_equal(np.asarray(p["layers"]["w_down"][1], np.float32), want)
+        np.testing.assert_array_equal(np.asarray(p["layers"]["bk"][0], np.float32).ravel(), bias)

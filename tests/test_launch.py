@@ -1,0 +1,31 @@
+"""Launch scripts: valid bash, and the TPU-pod script runs the same command on every worker."""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+LAUNCH = pathlib.Path(__file__).resolve().parents[1] / "launch"
+
+
+@pytest.mark.parametrize("name", ["tpu_pod.sh", "local_gpu.sh", "gpu_bench.sh"])
+def test_bash_syntax(name):
+    subprocess.run(["bash", "-n", str(LAUNCH / name)], check=True)
+
+
+def test_tpu_pod_dry_run(tmp_path):
+    env = dict(os.environ, DRY_RUN="1", WORKERS="2")
+    out = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), "vp-v5e-16", "us-west4-a",
+                          "configs/robustness.py:qwen2.5-72b-instruct", "gs://bkt/rob",
+                          "--mesh", "fsdp=8,tensor=2"], env=env, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert len(out) == 3
+    assert out[0].startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in out[0]
+    run = out[1]
+    assert run.startswith("gcloud compute tpus tpu-vm ssh vp-v5e-16 --zone us-west4-a --worker=all")
+    for part in ("pip install -q -c constraints.txt -e \\'.[tpu]\\'", "export VALUEPROBE_DISTRIBUTED=1",
+                 "gcsfuse --implicit-dirs bkt", "valueprobe run --config configs/robustness.py:qwen2.5-72b-instruct "
+                 "--workdir $HOME/gcs/bkt/rob"):
+        assert part in run, part
+    assert "--worker=0" in out[2] and "valueprobe merge $HOME/gcs/bkt/rob" in out[2].replace("\\", "")

@@ -202,6 +202,30 @@ def test_orbax_restores_onto_shardings_and_casts(tmp_path, tiny):
     assert np.array_equal(np.asarray(params["layers"]["w_up"]), want)
 
 
+def test_load_model_places_hf_weights_on_given_shardings(tiny):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from valueprobe_jax.models import param_shapes
+
+    mesh = jax.make_mesh((len(jax.devices()),), ("model",))
+
+    def shardings(cfg):  # the callable form: shardings depend on the config read from disk
+        out = {}
+        for name in param_shapes(cfg):
+            spec = P(None, None, "model") if name == "layers/w_gate" else P()
+            node = out
+            *parents, leaf = name.split("/")
+            for q in parents:
+                node = node.setdefault(q, {})
+            node[leaf] = NamedSharding(mesh, spec)
+        return out
+
+    loaded = load_model(tiny, shardings=shardings)
+    assert loaded.params["layers"]["w_gate"].sharding.spec == P(None, None, "model")
+    plain = flat_params(load_model(tiny).params)
+    assert all(np.array_equal(plain[k], v) for k, v in flat_params(loaded.params).items())
+
+
 def test_convert_cli_writes_a_loadable_directory(tmp_path, tiny, capsys):
     out = tmp_path / "converted"
     assert main(["convert", "--model", str(tiny), "--out", str(out)]) == 0

@@ -19,8 +19,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.checkpoints import load_model, save_orbax
+    import pathlib
 
+    from valueprobe_jax.checkpoints import load_model, save_orbax
+    from valueprobe_jax.errors import InputError
+
+    out = pathlib.Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {out}: exists and is not an empty directory")
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=args.dtype)
     out = save_orbax(args.out, loaded.cfg, loaded.params, tokenizer=loaded.tokenizer)

@@ -57,8 +57,12 @@ def _parse_value(text: str, current: Any) -> Any:
         low = value.lower()
         if low in ("true", "false"):
             value = low == "true"
-    if isinstance(current, (list, tuple)) and isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(current, (list, tuple)):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        value = list(value)
     return value
 
 

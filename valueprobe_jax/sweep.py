@@ -116,6 +116,14 @@ class SweepStats:
     seconds: float
 
 
+def pending_chunks(workdir: pathlib.Path, config: ml_collections.ConfigDict, items: Sequence[WorkItem],
+                   process_index: int = 0, process_count: int = 1) -> list[int]:
+    """Indices of this host's chunks that have no shard yet."""
+    n = len(chunk_items(items, config.run.chunk_size))
+    return [i for i in range(n) if i % process_count == process_index
+            and not shard_path(workdir, i).exists()]
+
+
 def run_chunks(workdir: str | os.PathLike, config: ml_collections.ConfigDict, items: Sequence[WorkItem],
                process_chunk: Callable[[list[WorkItem]], list[dict[str, Any]]], *,
                process_index: int = 0, process_count: int = 1, progress: bool = True) -> SweepStats:
@@ -124,7 +132,7 @@ def run_chunks(workdir: str | os.PathLike, config: ml_collections.ConfigDict, it
     chunks = chunk_items(items, config.run.chunk_size)
     check_manifest(workdir, config, len(items))
     mine = [i for i in range(len(chunks)) if i % process_count == process_index]
-    todo = [i for i in mine if not shard_path(workdir, i).exists()]
+    todo = pending_chunks(workdir, config, items, process_index, process_count)
     t0 = time.time()
     n_items = sum(len(chunks[i]) for i in todo)
     bar = tqdm(total=n_items, unit="item", desc=f"{config.experiment} host {process_index}",

@@ -1,0 +1,101 @@
+"""A sweep config -> work items -> engine -> Parquet shards (the body of `valueprobe run`).
+
+Robustness and demographic sweeps are value probes over styles x variants x countries; the
+action-agreement sweep adds action ratings of the released (or synthesised) scenarios. Items of
+both kinds go through the same chunked, resumable runner (``sweep.run_chunks``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from valueprobe_jax import sweep
+from valueprobe_jax.data.scenarios import load_scenarios, scenarios_by_qid
+from valueprobe_jax.errors import InputError
+from valueprobe_jax.probe import ProbeEngine, ProbeRequest, ProbeSettings, RatingRequest
+from valueprobe_jax.prompts import build_prompt
+from valueprobe_jax.questions_input import select_questions
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a sweep will do, before any model is loaded."""
+
+    items: list[sweep.WorkItem]
+    questions: dict[str, Any]
+    scenarios: dict[str, Any]  # scenario id -> Scenario
+    scenario_report: Any = None
+
+
+def plan_sweep(config: ml_collections.ConfigDict) -> Plan:
+    """Expand a config into its work items (validating styles, variants and countries early)."""
+    data_dir = config.input.data_dir or None
+    questions = select_questions(data_dir=data_dir, questions_file=config.input.questions_file or None,
+                                 max_questions=config.max_questions)
+    p = config.probe
+    countries = ([None] if p.include_no_country else []) + list(p.countries)
+    if not countries:
+        raise InputError("probe.countries is empty and probe.include_no_country is False: nothing to probe")
+    # build one prompt per (style, variant, country) now: bad names fail before any model loads
+    for style in p.styles:
+        for variant in p.variants:
+            for country in countries:
+                build_prompt(questions[0], style, variant, country, seed=p.shuffle_seed)
+    items = sweep.expand_probe_items(config, [q.id for q in questions])
+    scenarios: dict[str, Any] = {}
+    report = None
+    if config.actions.enabled:
+        kept, report = load_scenarios(data_dir, questions=questions)
+        by_qid = scenarios_by_qid(kept, limit=config.actions.max_scenarios)
+        wanted = {q.id for q in questions}
+        by_qid = {qid: v for qid, v in by_qid.items() if qid in wanted}
+        scenarios = {s.id: s for v in by_qid.values() for s in v}
+        items += sweep.expand_rating_items(config, {qid: [s.id for s in v] for qid, v in by_qid.items()})
+    return Plan(items, {q.id: q for q in questions}, scenarios, report)
+
+
+def chunk_processor(engine: ProbeEngine, plan: Plan, config: ml_collections.ConfigDict):
+    """The function the runner calls on each chunk: probes and ratings -> rows."""
+    shuffle_seed = config.probe.shuffle_seed
+
+    def process(chunk: list[sweep.WorkItem]) -> list[dict[str, Any]]:
+        probes = [ProbeRequest(it.key, build_prompt(plan.questions[it.qid], it.style, it.variant,
+                                                    it.country, seed=shuffle_seed), config.experiment)
+                  for it in chunk if it.kind == "probe"]
+        ratings = [RatingRequest(it.key, it.qid, plan.scenarios[it.scenario_id], it.action, it.template)
+                   for it in chunk if it.kind == "rating"]
+        return engine.probe(probes) + engine.rate(ratings, experiment=config.experiment)
+
+    return process
+
+
+def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+               progress: bool = True) -> sweep.SweepStats:
+    """Run (or resume) the sweep of ``config`` in ``workdir`` on this host's share of chunks."""
+    from valueprobe_jax.checkpoints import load_model  # noqa: PLC0415 (heavy)
+    from valueprobe_jax.multihost import initialize_distributed, process_info  # noqa: PLC0415
+    from valueprobe_jax.sharding import make_mesh  # noqa: PLC0415
+
+    plan = plan_sweep(config)
+    settings = ProbeSettings.from_config(config)
+    initialize_distributed()
+    index, count = process_info()
+    sweep.check_manifest(pathlib.Path(workdir), config, len(plan.items))  # fail before loading
+    todo = sweep.pending_chunks(pathlib.Path(workdir), config, plan.items, index, count)
+    if not todo:
+        return sweep.run_chunks(workdir, config, plan.items, _nothing, process_index=index,
+                                process_count=count, progress=progress)
+    mesh = make_mesh(config.run.mesh) if config.run.mesh else None
+    model = load_model(config.model.name, dtype=config.model.dtype)
+    engine = ProbeEngine(model, settings, mesh=mesh)
+    return sweep.run_chunks(workdir, config, plan.items, chunk_processor(engine, plan, config),
+                            process_index=index, process_count=count, progress=progress)
+
+
+def _nothing(chunk: list[sweep.WorkItem]) -> list[dict[str, Any]]:
+    raise AssertionError("no chunk is pending")

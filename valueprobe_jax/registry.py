@@ -26,8 +26,9 @@ FAMILY_MODULES = {
 def family_module(model_type: str | None, where: str = "config.json") -> Any:
     """The models.<family> module for an HF ``model_type`` (imported on first use)."""
     if model_type not in FAMILY_MODULES:
+        supported = ", ".join(sorted(set(FAMILY_MODULES) - {"RefinedWeb", "RefinedWebModel"}))
         raise InputError(f"{where}: unsupported architecture model_type={model_type!r} "
-                         f"(supported: {', '.join(sorted(set(FAMILY_MODULES) - {'RefinedWeb', 'RefinedWebModel'}))})")
+                         f"(supported: {supported})")
     return importlib.import_module(f"valueprobe_jax.models.{FAMILY_MODULES[model_type]}")
 
 
@@ -145,7 +146,7 @@ def _specs() -> list[ModelSpec]:
                        notes="[INST] template has no system role: put the system text in the "
                              "first user turn"))
     s.append(ModelSpec("falcon-7b", "falcon", "tiiuae/falcon-7b", False, _FALCON,
-                       system_role=False, end_of_turn=None, use_chat_template=False, notes=_BASE_NOTE))
+                       system_role=False, use_chat_template=False, notes=_BASE_NOTE))
     s.append(ModelSpec("falcon-7b-instruct", "falcon", "tiiuae/falcon-7b-instruct", True, _FALCON,
                        system_role=False, end_of_turn="<|endoftext|>", use_chat_template=False,
                        notes="no chat template: prompts are plain text; EOS ends an answer"))

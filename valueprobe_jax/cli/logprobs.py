@@ -76,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{loaded.name}: {len(ids)} context tokens; top {k} next tokens")
     for r in rows:
-        print(f"{r['token_id']:>8d}  {r['logprob']:>10.4f}  {json.dumps(r['token'], ensure_ascii=False)}")
+        token = json.dumps(r["token"], ensure_ascii=False)
+        print(f"{r['token_id']:>8d}  {r['logprob']:>10.4f}  {token}")
     return 0

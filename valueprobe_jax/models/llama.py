@@ -59,7 +59,8 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32") -> Mode
     head_dim = int(hf_config.get("head_dim") or hidden // heads)
     act = hf_config.get("hidden_act", "silu")
     if act != "silu":
-        raise InputError(f"config.json: hidden_act {act!r} is not supported for {model_type} (silu)")
+        raise InputError(f"config.json: hidden_act {act!r} is not supported for {model_type} "
+                         "(only silu)")
     if heads % kv_heads:
         raise InputError(f"config.json: {heads} attention heads do not divide into "
                          f"{kv_heads} key/value heads")
@@ -114,24 +115,34 @@ def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, np.ndarray]) -> dict[
     def stack(fn: Callable[[str], np.ndarray]) -> np.ndarray:
         return np.stack([fn(f"model.layers.{i}.") for i in range(n)])
 
+    def heads_in(name: str, n_heads: int) -> np.ndarray:  # [n_heads*d, e] -> [L, e, n_heads, d]
+        return stack(lambda p: get(p + name, (n_heads * d, e)).T.reshape(e, n_heads, d))
+
+    def heads_bias(name: str, n_heads: int) -> np.ndarray:  # [n_heads*d] -> [L, n_heads, d]
+        return stack(lambda p: get(p + name, (n_heads * d,)).reshape(n_heads, d))
+
+    def linear(name: str, shape: tuple[int, int]) -> np.ndarray:  # [out, in] -> [L, in, out]
+        return stack(lambda p: get(p + name, shape).T)
+
+    # nn.Linear stores [out, in]; we keep [in, heads, head_dim] / [heads, head_dim, out].
     out: dict[str, np.ndarray] = {
         "embed": get("model.embed_tokens.weight", (v, e)),
         "final_norm_scale": get("model.norm.weight", (e,)),
         "layers/attn_norm_scale": stack(lambda p: get(p + "input_layernorm.weight", (e,))),
         "layers/mlp_norm_scale": stack(lambda p: get(p + "post_attention_layernorm.weight", (e,))),
-        # nn.Linear stores [out, in]; we keep [in, heads, head_dim] / [heads, head_dim, out].
-        "layers/wq": stack(lambda p: get(p + "self_attn.q_proj.weight", (h * d, e)).T.reshape(e, h, d)),
-        "layers/wk": stack(lambda p: get(p + "self_attn.k_proj.weight", (kv * d, e)).T.reshape(e, kv, d)),
-        "layers/wv": stack(lambda p: get(p + "self_attn.v_proj.weight", (kv * d, e)).T.reshape(e, kv, d)),
-        "layers/wo": stack(lambda p: get(p + "self_attn.o_proj.weight", (e, h * d)).T.reshape(h, d, e)),
-        "layers/w_gate": stack(lambda p: get(p + "mlp.gate_proj.weight", (m, e)).T),
-        "layers/w_up": stack(lambda p: get(p + "mlp.up_proj.weight", (m, e)).T),
-        "layers/w_down": stack(lambda p: get(p + "mlp.down_proj.weight", (e, m)).T),
+        "layers/wq": heads_in("self_attn.q_proj.weight", h),
+        "layers/wk": heads_in("self_attn.k_proj.weight", kv),
+        "layers/wv": heads_in("self_attn.v_proj.weight", kv),
+        "layers/wo": stack(lambda p: get(p + "self_attn.o_proj.weight", (e, h * d)).T
+                           .reshape(h, d, e)),
+        "layers/w_gate": linear("mlp.gate_proj.weight", (m, e)),
+        "layers/w_up": linear("mlp.up_proj.weight", (m, e)),
+        "layers/w_down": linear("mlp.down_proj.weight", (e, m)),
     }
     if cfg.qkv_bias:
-        out["layers/bq"] = stack(lambda p: get(p + "self_attn.q_proj.bias", (h * d,)).reshape(h, d))
-        out["layers/bk"] = stack(lambda p: get(p + "self_attn.k_proj.bias", (kv * d,)).reshape(kv, d))
-        out["layers/bv"] = stack(lambda p: get(p + "self_attn.v_proj.bias", (kv * d,)).reshape(kv, d))
+        out["layers/bq"] = heads_bias("self_attn.q_proj.bias", h)
+        out["layers/bk"] = heads_bias("self_attn.k_proj.bias", kv)
+        out["layers/bv"] = heads_bias("self_attn.v_proj.bias", kv)
     if cfg.out_bias:
         out["layers/bo"] = stack(lambda p: get(p + "self_attn.o_proj.bias", (e,)))
     if not cfg.tie_embeddings:

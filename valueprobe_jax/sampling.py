@@ -132,8 +132,14 @@ def sample_step(logits: jax.Array, keys: jax.Array, step: jax.Array, temperature
     scaled = logits / jnp.maximum(temperature, 1e-6)
     scaled = jax.lax.cond((top_k > 0) | (top_p < 1.0),
                           lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
+    # Inverse-CDF sampling: one uniform per row instead of Gumbel noise over the whole vocabulary
+    # (random bits dominate a CPU decode step otherwise). Zero-probability tokens cannot be hit:
+    # the first index whose cumulative mass exceeds u always carries mass.
     step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step)
-    sampled = jax.vmap(jax.random.categorical)(step_keys, scaled).astype(jnp.int32)
+    u = jax.vmap(jax.random.uniform)(step_keys)
+    cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
+    sampled = jnp.sum(cdf <= (u * cdf[:, -1])[:, None], axis=-1).astype(jnp.int32)
+    sampled = jnp.where(sampled >= logits.shape[-1], greedy, sampled)  # u*total rounded up
     tok = jnp.where(temperature > 0, sampled, greedy)
     return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
@@ -374,8 +380,12 @@ class Sampler:
         per_call = max(1, self.max_batch // n)  # prompts per prefill
         rows = per_call * n if n <= self.max_batch else self.max_batch
         prefill_fn, decode_fn = self._functions(sp.max_new_tokens, per_call, rows, p)
-        stop_ids = jnp.asarray(list(self.stop_codes) or [-1], jnp.int32)
-        stop_codes = jnp.asarray(list(self.stop_codes.values()) or [_LENGTH], jnp.int32)
+        # stop tables padded to a multiple of 8 entries so their shape rarely changes the jit key
+        width = 8 * max(1, -(-len(self.stop_codes) // 8))
+        stop_ids = np.full((width,), -1, np.int32)
+        stop_codes = np.full((width,), _LENGTH, np.int32)
+        stop_ids[:len(self.stop_codes)] = list(self.stop_codes)
+        stop_codes[:len(self.stop_codes)] = list(self.stop_codes.values())
         scalars = (jnp.uint32(sp.seed), jnp.float32(sp.temperature), jnp.int32(sp.top_k),
                    jnp.float32(sp.top_p))
         for c in range(0, len(idx), per_call):

@@ -162,10 +162,13 @@ _LABEL = re.compile(
     re.IGNORECASE | re.VERBOSE)
 # Another "Word(s):" label (Value:, Note:, Explanation:): ends the current field, is ignored.
 _OTHER_LABEL = re.compile(r"^[ \t]*[-*#>]*[ \t]*[*_]*[A-Z][A-Za-z0-9 ]{0,29}[*_]*[ \t]*:")
-# Several labels run together on one line ("Situation_1: ... ActionA_1: ..."): split them.
+# Several labels run together on one line ("Situation_1: ... ActionA_1: ..."): split them before
+# a later label that is capitalised or numbered (so prose such as "the situation: ..." stays).
 _INLINE_LABEL = re.compile(
-    r"[ \t]+(?=[*_]*(?:Situation|Scenario|Action[ \t]*[-_]?[ \t]*[AB])(?![a-z])"
-    r"[ \t]*[-_#]?[ \t]*\d*[ \t]*[*_]*[ \t]*:)")
+    r"[ \t]+(?=[*_]*(?:(?:Situation|Scenario|Action[ \t]*[-_]?[ \t]*[AB])(?![a-z])"
+    r"[ \t]*[-_#]?[ \t]*\d*"
+    r"|(?i:situation|scenario|action[ \t]*[-_]?[ \t]*[ab])[ \t]*[-_#]?[ \t]*\d+)"
+    r"[ \t]*[*_]*[ \t]*:)")
 
 
 @dataclasses.dataclass

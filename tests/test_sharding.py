@@ -355,3 +355,38 @@ def test_merge_cli(tmp_path, capsys):
     assert pq.read_table(tmp_path / "w" / "results.parquet").num_rows == 3
     assert main(["merge", str(tmp_path / "missing")]) == 2
     assert "work directory not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the real model (slow)
+
+@pytest.mark.slow
+def test_smollm2_sampling_and_scoring_on_meshes():
+    """SmolLM2-135M (vocabulary 49152, 30 layers): temperature-1 generations with the same seed
+    are token-identical on every mesh, and scoring agrees within float32 reordering noise.
+
+    Inverse-CDF sampling (a float32 cumsum over the vocabulary) is not robust to that noise: a
+    draw landing among tail tokens of probability ~1e-6 moves to a neighbour when the sum's
+    rounding changes with the layout. Gumbel-max (argmax(logits/T + Gumbel noise)) flips only
+    when the two best perturbed scores are within ~1e-5 of each other."""
+    from valueprobe_jax import checkpoints, sampling, scoring
+
+    m = checkpoints.load_model("smollm2-135m-instruct")
+    tok = m.tokenizer
+    q = "How important is family in your life?"
+    opts = ["Very important", "Rather important", "Not very important", "Not at all important"]
+    body = q + "\n" + "\n".join(f"{l}. {o}" for l, o in zip("ABCD", opts)) + "\nAnswer with a label."
+    prompts = [tok.apply_chat_template([{"role": "user", "content": f"Survey {i}. {body}"}],
+                                       tokenize=False, add_generation_prompt=True) for i in range(3)]
+    keys = [f"k{i}" for i in range(3)]
+    sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=16, num_samples=4, seed=0)
+    reqs = [scoring.ScoreRequest(k, p, [f"{l}. {o}<|im_end|>\n" for l, o in zip("ABCD", opts)],
+                                 list("ABCD")) for k, p in zip(keys, prompts)]
+    ref_gen = sampling.Sampler(m.cfg, m.params, tok, max_batch=8).generate(prompts, keys, sp)
+    ref_sc = scoring.Scorer(m).score(reqs)
+    for spec in ("data=2,tensor=4", "fsdp=8"):
+        mesh = sh.make_mesh(spec)
+        got = sampling.Sampler(m.cfg, m.params, tok, max_batch=8, mesh=mesh).generate(prompts, keys, sp)
+        assert [[g.token_ids for g in r] for r in got] == [[g.token_ids for g in r] for r in ref_gen], spec
+        for r, g in zip(ref_sc, scoring.Scorer(m, mesh=mesh).score(reqs)):
+            np.testing.assert_allclose(g.token_logits, r.token_logits, atol=1e-4, rtol=0)
+            np.testing.assert_allclose(g.option_logprob, r.option_logprob, atol=1e-4, rtol=0)

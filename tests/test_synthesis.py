@@ -340,6 +340,17 @@ def test_pipeline_counts_outputs_and_resume(tmp_path, data_dir):
     (work / "verify" / "Q3.json").unlink()
     syn.run_synthesis(synth_config(), work, get_model=get_model, log=lambda _: None)
     assert [k for c in model.calls for k in c[0]] == ["verify|Q3|0"]
+    # a question generated again gets new scenes: its old verdicts are stale and asked again
+    model.calls.clear()
+    (work / "generate" / "Q1.json").unlink()
+    model.replies = lambda k: (f"Situation_1: {S2}\nActionA_1: {A2}\nActionB_1: {B2}\n"
+                               if k == "synthesis|Q1" else GOOD)
+    redo = syn.run_synthesis(synth_config(), work, get_model=get_model, log=lambda _: None)
+    assert [k for c in model.calls for k in c[0]] == ["synthesis|Q1", "verify|Q1|0"]
+    assert redo["per_question"]["Q1"] == {"parsed": 1, "kept": 1, "dropped": {},
+                                          "verified_kept": 1}
+    assert redo["verification"]["rows"] == 2
+    model.replies = scripted_replies
     # more questions later: the old chunks are reused (max_questions is not in the fingerprint)
     model.calls.clear()
     with pytest.raises(AssertionError, match="synthesis\\|Q4"):  # the script has no Q4 reply

@@ -649,10 +649,13 @@ def run_generation(config: Any, workdir: pathlib.Path, questions: Sequence[Quest
 def run_verification(config: Any, workdir: pathlib.Path, questions: Sequence[Question],
                      get_model: Callable[[str, str], ChatModel], *,
                      log: Callable[[str], None] = print) -> StageCounts:
-    """Ask the judge about every kept scene of every question without a verify/ chunk."""
+    """Ask the judge about the kept scenes of every question that has no verify/ chunk, or one
+    made for other scenes (its generate/ chunk was made again)."""
     v = config.verification
     out_dir = workdir / "verify"
-    todo = [q for q in questions if not (out_dir / chunk_name(q.id)).exists()]
+    scenes = {q.id: scene_rows(json.loads((workdir / "generate" / chunk_name(q.id)).read_text()))
+              for q in questions}
+    todo = [q for q in questions if _verify_chunk(out_dir, q.id, scenes[q.id]) is None]
     counts = StageCounts(len(questions), len(todo), len(questions) - len(todo))
     if not todo:
         return counts
@@ -674,7 +677,8 @@ def run_verification(config: Any, workdir: pathlib.Path, questions: Sequence[Que
         for q, rs in pending:
             mine = replies[at:at + len(rs)]
             at += len(rs)
-            write_json_atomic({"qid": q.id, "judge": judge_name, "verifications": mine,
+            write_json_atomic({"qid": q.id, "judge": judge_name, "scenes": rows_digest(rs),
+                               "verifications": mine,
                                "status": [verdict_status(x) for x in mine]},
                               out_dir / chunk_name(q.id))
             four_yes = sum(verdict_status(x) == "kept" for x in mine)
@@ -682,12 +686,29 @@ def run_verification(config: Any, workdir: pathlib.Path, questions: Sequence[Que
         pending.clear()
 
     for q in todo:
-        chunk = json.loads((workdir / "generate" / chunk_name(q.id)).read_text())
-        pending.append((q, scene_rows(chunk)))
+        pending.append((q, scenes[q.id]))
         if sum(len(rs) for _, rs in pending) >= settings.batch:
             flush()
     flush()
     return counts
+
+
+def rows_digest(rows: Sequence[dict[str, Any]]) -> str:
+    """A short hash of scene rows: ties a verify chunk to the scenes it judged."""
+    blob = json.dumps([[r["Value"], r["Situation"], r["ActionA"], r["ActionB"]] for r in rows])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _verify_chunk(out_dir: pathlib.Path, qid: str,
+                  rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The verify chunk of a question if it exists and judged exactly `rows`, else None."""
+    path = out_dir / chunk_name(qid)
+    if not path.exists():
+        return None
+    chunk = json.loads(path.read_text())
+    if chunk.get("scenes") != rows_digest(rows) or len(chunk["verifications"]) != len(rows):
+        return None
+    return chunk
 
 
 def assemble(config: Any, workdir: pathlib.Path, questions: Sequence[Question],
@@ -712,11 +733,9 @@ def assemble(config: Any, workdir: pathlib.Path, questions: Sequence[Question],
         dropped.update(chunk["dropped"])
         entry = {"parsed": chunk["parsed"], "kept": chunk["kept"], "dropped": chunk["dropped"]}
         if ver_counts is not None:
-            vchunk = json.loads((workdir / "verify" / chunk_name(q.id)).read_text())
-            if len(vchunk["verifications"]) != len(rows):
-                raise InputError(f"{workdir / 'verify' / chunk_name(q.id)}: holds "
-                                 f"{len(vchunk['verifications'])} verdicts for {len(rows)} scenes; "
-                                 "delete it to recompute")
+            vchunk = _verify_chunk(workdir / "verify", q.id, rows)
+            if vchunk is None:
+                raise RuntimeError(f"verify chunk of {q.id} is missing or stale")
             st = collections.Counter(vchunk["status"])
             verdicts.update(st)
             entry["verified_kept"] = st.get("kept", 0)

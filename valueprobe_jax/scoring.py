@@ -372,7 +372,7 @@ class _Call:
         b, t = len(self.rows), self.length
         m = max(len(r.logits_at) for r in self.rows)
         n = max(len(r.pair_at) for r in self.rows)
-        m, n = _pow2(m, 8), _pow2(n, 16)
+        m, n = _pow2(m, 16), _pow2(n, 64)  # generous minimums: fewer distinct shapes
         out = dict(tokens=np.zeros((b, t), np.int32), positions=np.zeros((b, t), np.int32),
                    ends=np.tile(np.arange(1, t + 1, dtype=np.int32), (b, 1)),
                    logits_at=np.zeros((b, m), np.int32), pair_at=np.zeros((b, n), np.int32),
@@ -399,9 +399,11 @@ def _batch_sizes(n_rows: int, max_batch: int) -> list[int]:
     return sizes
 
 
-def _calls_of(rows: list[_RowArrays], length: int, tokens_per_call: int, **kw: Any) -> list[_Call]:
+def _calls_of(rows: list[_RowArrays], length: int, tokens_per_call: int,
+              max_batch: int | None = None, **kw: Any) -> list[_Call]:
     calls, i = [], 0
-    for b in _batch_sizes(len(rows), tokens_per_call // length):
+    cap = tokens_per_call // length
+    for b in _batch_sizes(len(rows), min(cap, max_batch) if max_batch else cap):
         calls.append(_Call(rows[i:i + b], length, **kw))
         i += b
     return calls
@@ -416,19 +418,21 @@ def _next_fit(items: list[_Item], capacity: int) -> list[_Row]:
     return rows
 
 
-def _pack(cfg: ModelConfig, items: list[_Item], *, extra_keys: int = 0, max_row: int = 1024,
-          per_octave: int = 4) -> tuple[list[_Row], int]:
+def _pack(cfg: ModelConfig, items: list[_Item], bucket: Callable[[int], int], *,
+          extra_keys: int = 0, max_row: int = 1024) -> tuple[list[_Row], int]:
     """Pack items (already in prefix-sharing order) into rows of one bucketed length, choosing the
     length that minimises modelled FLOPs (short rows waste tail space, long rows pay for the
-    dense T x T attention). Returns (rows, length)."""
+    dense T x T attention). ``bucket(n)`` is the smallest allowed length >= n. Returns
+    (rows, length)."""
     longest = max(_Row().cost(it) for it in items)
-    first = bucket_length(longest, per_octave=per_octave)
-    candidates, c = [], first
-    while True:
-        candidates.append(c)
-        if c >= max(max_row, first):
+    first = bucket(longest)
+    candidates, c = [first], first
+    while c < max_row:
+        try:
+            c = bucket(c + 1)
+        except InputError:  # no longer bucket allowed
             break
-        c = bucket_length(c + 1, per_octave=per_octave)
+        candidates.append(c)
     best = None
     for c in candidates:
         rows = _next_fit(items, c)
@@ -586,7 +590,9 @@ class Scorer:
 
     ``tokens_per_call`` bounds B * T of one call; ``max_row`` the longest packed row tried;
     ``min_prefix`` the shortest shared prefix worth a cache; ``per_octave`` the row-length
-    buckets per doubling (4: little padding; 1: powers of two, fewest compiles);
+    buckets per doubling (4: little padding; 1: powers of two, fewer compiles), or
+    ``length_buckets`` an explicit list of allowed row lengths (e.g. one fixed shape for a pod);
+    ``max_batch`` caps the rows per call;
     ``add_special_tokens`` overrides the
     BOS rule for prompts (None: tokenizer defaults unless the text starts with the BOS string).
     """
@@ -594,6 +600,7 @@ class Scorer:
     def __init__(self, model: Any, tokenizer: Any = None, *, mesh: Any = None,
                  tokens_per_call: int = 4096, max_row: int = 1024, min_prefix: int = 32,
                  max_prefixes: int = 64, per_octave: int = 4,
+                 length_buckets: Sequence[int] | None = None, max_batch: int | None = None,
                  add_special_tokens: bool | None = None):
         self.cfg, params, self.tokenizer = unpack_model(model, tokenizer)
         self.mesh = mesh
@@ -610,6 +617,8 @@ class Scorer:
         if per_octave < 1 or per_octave & (per_octave - 1):
             raise InputError(f"per_octave: must be a power of two, got {per_octave}")
         self.per_octave = int(per_octave)
+        self.length_buckets = sorted(int(b) for b in length_buckets) if length_buckets else None
+        self.max_batch = max_batch
         self.add_special_tokens = add_special_tokens
         self.stats = ScoreStats()
         self._labels: dict[str, tuple[int, bool]] = {}
@@ -667,7 +676,7 @@ class Scorer:
                 by_len.setdefault(self._bucket(len(row)), []).append(_finalize(row, 0))
         calls = []
         for length in sorted(by_len):
-            calls += _calls_of(by_len[length], length, self.tokens_per_call)
+            calls += _calls_of(by_len[length], length, self.tokens_per_call, self.max_batch)
         return calls
 
     @staticmethod
@@ -677,9 +686,10 @@ class Scorer:
 
     def _plan_packed(self, enc: list[Encoded]) -> list[_Call]:
         order = sorted(range(len(enc)), key=lambda i: enc[i].prompt)
-        rows, length = _pack(self.cfg, self._items(enc, order), max_row=self.max_row,
-                             per_octave=self.per_octave)
-        return _calls_of([_finalize(r, 0) for r in rows], length, self.tokens_per_call)
+        rows, length = _pack(self.cfg, self._items(enc, order), self._bucket,
+                             max_row=self.max_row)
+        return _calls_of([_finalize(r, 0) for r in rows], length, self.tokens_per_call,
+                         self.max_batch)
 
     def _plan_prefix_cache(self, enc: list[Encoded]) -> list[_Call]:
         calls = []
@@ -690,10 +700,10 @@ class Scorer:
             items = [_Item(i, enc[i].prompt[p:], enc[i].options,
                            tuple(range(len(enc[i].options))), tuple(enc[i].label_ids.ravel()))
                      for i in idx]
-            rows, length = _pack(self.cfg, items, extra_keys=self._bucket(p) if p else 0,
-                                 max_row=self.max_row, per_octave=self.per_octave)
+            rows, length = _pack(self.cfg, items, self._bucket,
+                                 extra_keys=self._bucket(p) if p else 0, max_row=self.max_row)
             calls += _calls_of([_finalize(r, p) for r in rows], length, self.tokens_per_call,
-                               prefix=prefix if p else None)
+                               self.max_batch, prefix=prefix if p else None)
         return calls
 
     def _prefix_groups(self, enc: list[Encoded]) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -747,7 +757,13 @@ class Scorer:
     # -- execution
 
     def _bucket(self, n: int) -> int:
-        return bucket_length(n, per_octave=self.per_octave)
+        if self.length_buckets is None:
+            return bucket_length(n, per_octave=self.per_octave)
+        for b in self.length_buckets:
+            if b >= n:
+                return b
+        raise InputError(f"length_buckets: {n} tokens do not fit the largest bucket "
+                         f"{self.length_buckets[-1]}")
 
     def _core(self, kind: str, *shape: int) -> Callable:
         if self.mesh is None:

@@ -100,7 +100,10 @@ def sampler(model):
 @pytest.fixture(scope="module")
 def greedy(sampler, prompts):
     sp = SamplingParams(temperature=0.0, max_new_tokens=MAX_NEW, num_samples=1)
-    return sampler.generate(*prompts, sp)
+    out = sampler.generate(*prompts, sp)
+    st = sampler.last_stats  # the five prompts share a length bucket: one prefill, one decode
+    assert (st.prefill_calls, st.prefill_rows, st.decode_calls, st.decode_rows) == (1, 5, 1, 5)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +176,8 @@ def test_first_token_frequencies_follow_softmax(model, hf, prompts):
     gens = s.generate([text], [key], SamplingParams(temperature=1.0, max_new_tokens=1,
                                                     num_samples=n, seed=5))[0]
     first = np.asarray([g.token_ids[0] for g in gens])
+    st = s.last_stats  # one prefill serves all 2000 samples, in 4 decode calls of 500 rows
+    assert (st.prefill_calls, st.decode_calls, st.live_rows, st.tokens) == (1, 4, n, n)
     ids = torch.tensor([_ids(model.tokenizer, text)])
     with torch.no_grad():
         probs = torch.softmax(hf(ids, logits_to_keep=1).logits[0, -1].double(), -1).numpy()
@@ -244,6 +249,9 @@ def test_stops_at_end_of_turn_token(model, prompts, greedy):
     assert s.stop_codes[stop] == 2 and s.stop_codes[model.tokenizer.eos_token_id] == 2
     (gen,), = s.generate(prompts[0][:1], prompts[1][:1],
                          SamplingParams(temperature=0.0, max_new_tokens=MAX_NEW, num_samples=1))
+    # the loop exits as soon as the only live row stops (4 padding rows are done from the start)
+    assert (s.last_stats.decode_rows, s.last_stats.live_rows, s.last_stats.decode_steps) == \
+        (5, 1, cut)
     assert gen.token_ids == base[:cut] and gen.finish_reason == "end_of_turn"
     assert gen.text == model.tokenizer.decode(list(base[:cut - 1]), skip_special_tokens=True)
     np.testing.assert_allclose(gen.logprobs, greedy[0][0].logprobs[:cut], atol=1e-5)

@@ -85,6 +85,22 @@ class Generation:
     logprobs: tuple[float, ...] = ()
 
 
+@dataclasses.dataclass
+class SamplerStats:
+    """What one ``generate`` call did (for benchmarks and tests): every prompt is prefilled once,
+    decode calls run ``decode_steps`` loop steps in total over ``decode_rows`` rows (padding
+    included), of which ``live_rows`` were real samples that produced ``tokens`` tokens."""
+
+    prompts: int = 0
+    prefill_calls: int = 0
+    prefill_rows: int = 0
+    decode_calls: int = 0
+    decode_rows: int = 0
+    live_rows: int = 0
+    decode_steps: int = 0
+    tokens: int = 0
+
+
 def stable_hash(key: str) -> int:
     """A 32-bit hash of a prompt key that is the same in every process (unlike ``hash``)."""
     return zlib.crc32(key.encode("utf-8"))
@@ -174,8 +190,9 @@ def decode(cfg: ModelConfig, max_new_tokens: int, params: Params, prompt_cache: 
 
     prompt_cache/first_logits/lengths come from ``prefill`` (one entry per prompt); row_* are [B]
     (prompt index, 32-bit key hash, sample index, and whether the row is real or batch padding).
-    Returns tokens [B, max_new_tokens] (0 after a row stops), logprobs, n_tokens [B] and
-    finish [B] (0 length, 1 eos, 2 end-of-turn).
+    Returns tokens [B, max_new_tokens] (0 after a row stops), logprobs, n_tokens [B],
+    finish [B] (0 length, 1 eos, 2 end-of-turn) and steps (tokens sampled per row before the
+    loop exited: below max_new_tokens when every row stopped early).
     """
     b = row_prompt.shape[0]
     s_cap = prompt_cache.k.shape[2]
@@ -197,7 +214,7 @@ def decode(cfg: ModelConfig, max_new_tokens: int, params: Params, prompt_cache: 
     done = (~row_live) | (code != _LENGTH)
     finish = jnp.where(row_live, code, _LENGTH)
     n_tok = jnp.where(row_live, 1, 0).astype(jnp.int32)
-    result = dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish)
+    result = dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=jnp.int32(1))
     if max_new_tokens == 1:  # no loop: the cache copy below is never traced
         return result
 
@@ -230,8 +247,8 @@ def decode(cfg: ModelConfig, max_new_tokens: int, params: Params, prompt_cache: 
         return step + 1, tok, cache, out, lps, n_tok, finish, done
 
     init = (jnp.int32(1), tok0, cache, out, lps, n_tok, finish, done)
-    _, _, _, out, lps, n_tok, finish, _ = jax.lax.while_loop(cond, body, init)
-    return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish)
+    steps, _, _, out, lps, n_tok, finish, _ = jax.lax.while_loop(cond, body, init)
+    return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=steps)
 
 
 def _jit(fn: Callable, in_shardings: Any, out_shardings: Any) -> Callable:
@@ -304,6 +321,7 @@ class Sampler:
             codes[int(t)] = _END_OF_TURN
         self.stop_codes = codes
         self._fns: dict[tuple[int, ...], tuple[Callable, Callable]] = {}
+        self.last_stats = SamplerStats()
 
     # -- compiled functions
 
@@ -342,7 +360,7 @@ class Sampler:
             cfg, max_new_tokens,
             in_shardings=(ps, cache, vocab_rows(prompts), batch(prompts), r, r, r, r,
                           rep, rep, rep, rep, rep, rep),
-            out_shardings=dict(tokens=m, logprobs=m, n_tokens=r, finish=r))
+            out_shardings=dict(tokens=m, logprobs=m, n_tokens=r, finish=r, steps=rep))
         return prefill_fn, decode_fn
 
     # -- public API
@@ -366,6 +384,7 @@ class Sampler:
                 raise InputError(f"prompt {keys[i]!r}: {len(t)} tokens + {sp.max_new_tokens} new "
                                  f"exceed the model's {self.cfg.max_position_embeddings} positions")
         results: list[list[Generation | None]] = [[None] * sp.num_samples for _ in prompts]
+        self.last_stats = SamplerStats(prompts=len(prompts))
         by_bucket: dict[int, list[int]] = {}
         for i in sorted(range(len(prompts)), key=lambda i: len(token_lists[i])):
             by_bucket.setdefault(prompt_bucket(len(token_lists[i])), []).append(i)
@@ -398,6 +417,9 @@ class Sampler:
                 toks[j, p - len(t):] = t
                 lens[j] = len(t)
             first_logits, cache = prefill_fn(self.params, toks, lens)
+            st = self.last_stats
+            st.prefill_calls += 1
+            st.prefill_rows += per_call
             # (prompt slot, sample) pairs of this chunk, cut into decode calls of `rows` rows
             pairs = [(j, s) for j in range(len(chunk)) for s in range(n)]
             for r in range(0, len(pairs), rows):
@@ -411,6 +433,11 @@ class Sampler:
                 out = decode_fn(self.params, cache, first_logits, lens, row_prompt, row_hash,
                                 row_sample, live, scalars[0], *scalars[1:], stop_ids, stop_codes)
                 out = jax.device_get(out)
+                st.decode_calls += 1
+                st.decode_rows += rows
+                st.live_rows += int(live.sum())
+                st.decode_steps += int(out["steps"])
+                st.tokens += int(out["n_tokens"][live].sum())
                 for q, (j, s) in enumerate(part):
                     if live[q]:
                         results[chunk[j]][s] = self._to_generation(out, q)

@@ -93,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
             s = sugg[a.name]
             cells.append("-" if s is None else f"{compact_mesh(s.mesh)} {_gib(s.total_bytes)}")
         print((f"{name:<{w}}" + "".join(f"{c:<{cw}}" for c in cells)).rstrip())
+    multi = [a for a in ACCELERATORS if a.hosts > 1]
+    if multi:
+        print("On " + ", ".join(f"{a.name} ({a.hosts} hosts x {a.chips // a.hosts} chips)" for a in multi)
+              + ": a suggestion whose fsdp x tensor fits one host's chips can also run per host (e.g. "
+              "--mesh data=-1,tensor=4: hosts split the work items, no cross-host traffic); a larger "
+              "split spans the hosts, which then run in lockstep.")
     if len(out) == 1:
         for a in ACCELERATORS:
             s = out[0][2][a.name]

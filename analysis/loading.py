@@ -235,6 +235,12 @@ def _check_recompute(row: dict, dist: dict[str, np.ndarray], checks: dict[str, i
         checks["rows whose raw columns cannot be recomputed"] += 1
 
 
+def _is_rating(row: dict) -> bool:
+    """Action-rating rows name a scenario; the action-agreement sweep's value probes do not."""
+    return row.get("scenario_id") is not None or (
+        row["experiment"] == ACTION_EXPERIMENT and row.get("style") is None)
+
+
 def load_results(results_dir: str | os.PathLike) -> LoadedResults:
     """Read and check every result row under ``results_dir``; InputError if there are none."""
     root = str(results_dir)
@@ -246,9 +252,8 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
     table = _read_table(files, root)
     names = set(table.column_names)
     rows = table.to_pylist()
-    experiments = {r["experiment"] for r in rows}
-    has_probes = any(e != ACTION_EXPERIMENT for e in experiments)
-    has_ratings = ACTION_EXPERIMENT in experiments
+    has_ratings = any(_is_rating(r) for r in rows)
+    has_probes = any(not _is_rating(r) for r in rows)
     for needed, cols in ((has_probes, PROBE_COLUMNS), (has_ratings, ACTION_COLUMNS)):
         missing = [c for c in cols if c not in names] if needed else []
         if missing:
@@ -261,7 +266,7 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
                              "text samples", "unparseable text samples")}
     probes, ratings, seen = [], [], set()
     for row in rows:
-        if row["experiment"] == ACTION_EXPERIMENT:
+        if _is_rating(row):
             key = ("rating", row["model"], row["qid"], row.get("scenario_id"), row.get("action"),
                    row.get("template"))
         else:
@@ -271,7 +276,7 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
             checks["duplicate rows dropped"] += 1
             continue
         seen.add(key)
-        if row["experiment"] == ACTION_EXPERIMENT:
+        if _is_rating(row):
             if row.get("action") not in ("A", "B"):
                 raise InputError(f"{root}: action rating row for {row['qid']} has action "
                                  f"{row.get('action')!r} (expected 'A' or 'B')")

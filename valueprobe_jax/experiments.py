@@ -78,23 +78,28 @@ def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                progress: bool = True) -> sweep.SweepStats:
     """Run (or resume) the sweep of ``config`` in ``workdir`` on this host's share of chunks."""
     from valueprobe_jax.checkpoints import load_model  # noqa: PLC0415 (heavy)
-    from valueprobe_jax.multihost import initialize_distributed, process_info  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from valueprobe_jax.multihost import WorkSplit, initialize_distributed, work_split  # noqa: PLC0415
     from valueprobe_jax.sharding import make_mesh  # noqa: PLC0415
 
     plan = plan_sweep(config)
     settings = ProbeSettings.from_config(config)
     initialize_distributed()
-    index, count = process_info()
-    sweep.check_manifest(pathlib.Path(workdir), config, len(plan.items))  # fail before loading
-    todo = sweep.pending_chunks(pathlib.Path(workdir), config, plan.items, index, count)
-    if not todo:
-        return sweep.run_chunks(workdir, config, plan.items, _nothing, process_index=index,
-                                process_count=count, progress=progress)
-    mesh = make_mesh(config.run.mesh) if config.run.mesh else None
+    # a mesh that spans hosts runs every chunk on all of them in lockstep (process 0 writes);
+    # a mesh local to each host lets the hosts split the chunks
+    mesh = make_mesh(config.run.mesh) if (config.run.mesh or jax.process_count() > 1) else None
+    split = work_split(mesh) if mesh is not None else WorkSplit(0, 1, True, False)
+    kw = dict(process_index=split.index, process_count=split.count, writer=split.writer,
+              lockstep=split.lockstep, progress=progress)
+    if split.writer:
+        sweep.check_manifest(pathlib.Path(workdir), config, len(plan.items))  # fail before loading
+    todo = sweep.pending_chunks(pathlib.Path(workdir), config, plan.items, split.index, split.count)
+    if not todo and not split.lockstep:
+        return sweep.run_chunks(workdir, config, plan.items, _nothing, **kw)
     model = load_model(config.model.name, dtype=config.model.dtype)
     engine = ProbeEngine(model, settings, mesh=mesh)
-    return sweep.run_chunks(workdir, config, plan.items, chunk_processor(engine, plan, config),
-                            process_index=index, process_count=count, progress=progress)
+    return sweep.run_chunks(workdir, config, plan.items, chunk_processor(engine, plan, config), **kw)
 
 
 def _nothing(chunk: list[sweep.WorkItem]) -> list[dict[str, Any]]:

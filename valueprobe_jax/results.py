@@ -87,7 +87,10 @@ def parquet_files(results_dir: str | os.PathLike) -> list[pathlib.Path]:
     root = pathlib.Path(results_dir)
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+    files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+    # a sweep dir holds shards/ and, after `valueprobe merge`, the same rows in results.parquet
+    merged = {p.parent.parent / "results.parquet" for p in files if p.parent.name == "shards"}
+    return [p for p in files if p not in merged]
 
 
 def read_results(results_dir: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:

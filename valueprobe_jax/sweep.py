@@ -126,13 +126,24 @@ def pending_chunks(workdir: pathlib.Path, config: ml_collections.ConfigDict, ite
 
 def run_chunks(workdir: str | os.PathLike, config: ml_collections.ConfigDict, items: Sequence[WorkItem],
                process_chunk: Callable[[list[WorkItem]], list[dict[str, Any]]], *,
-               process_index: int = 0, process_count: int = 1, progress: bool = True) -> SweepStats:
-    """Run every chunk of this host that has no shard yet; write each shard atomically."""
+               process_index: int = 0, process_count: int = 1, writer: bool = True,
+               lockstep: bool = False, progress: bool = True) -> SweepStats:
+    """Run every chunk of this host that has no shard yet; write each shard atomically.
+
+    ``lockstep``: the mesh spans several hosts, which must all run the same chunks in the same
+    order; process 0's view of which shards exist is broadcast, and only the ``writer`` writes.
+    """
     workdir = pathlib.Path(workdir)
     chunks = chunk_items(items, config.run.chunk_size)
-    check_manifest(workdir, config, len(items))
+    if writer:
+        check_manifest(workdir, config, len(items))
     mine = [i for i in range(len(chunks)) if i % process_count == process_index]
     todo = pending_chunks(workdir, config, items, process_index, process_count)
+    if lockstep:
+        from valueprobe_jax.multihost import agree  # noqa: PLC0415
+
+        pending = set(todo)
+        todo = [i for i, t in zip(mine, agree([i in pending for i in mine])) if t]
     t0 = time.time()
     n_items = sum(len(chunks[i]) for i in todo)
     bar = tqdm(total=n_items, unit="item", desc=f"{config.experiment} host {process_index}",
@@ -144,7 +155,8 @@ def run_chunks(workdir: str | os.PathLike, config: ml_collections.ConfigDict, it
         want = sorted(it.key for it in chunks[i])
         if got != want:
             raise RuntimeError(f"chunk {i}: engine returned rows for {len(got)} of {len(want)} items")
-        results.write_rows_atomic(rows, shard_path(workdir, i))
+        if writer:
+            results.write_rows_atomic(rows, shard_path(workdir, i))
         done += len(rows)
         bar.update(len(rows))
     bar.close()

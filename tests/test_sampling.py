@@ -19,7 +19,8 @@ import scipy.stats
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models import causal_mask, forward
-from valueprobe_jax.sampling import Sampler, SamplingParams, filter_logits, prompt_bucket, stable_hash
+from valueprobe_jax.sampling import (Sampler, SamplingParams, filter_logits, prompt_bucket,
+                                     stable_hash, two_level_gumbel_max)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -134,6 +135,24 @@ def test_helpers():
     # softmax of [3, 2, 1, 0, -1] = .636 .234 .086 .032 .012: top_p .8 keeps the first two
     assert keep(0, 0.8).tolist() == [False, True, False, True, False]
     assert keep(0, 0.9).tolist() == [False, True, True, True, False]
+
+
+def test_two_level_gumbel_max_is_exact():
+    """Block-then-token draws follow softmax exactly, never pick a filtered (-inf) token, and
+    handle a vocabulary that is not a multiple of the block and a block with no mass."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, 53).astype(np.float32)
+    logits[[3, 17, 40]] = -np.inf
+    logits[8:16] = -np.inf  # a whole block of 8 filtered out
+    n = 40000
+    keys = jax.random.split(jax.random.key(1), n)
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: two_level_gumbel_max(k, jnp.asarray(logits),
+                                                                       block=8)))(keys))
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    assert p[draws].min() > 0
+    counts = np.bincount(draws, minlength=53)[p > 0]
+    assert scipy.stats.chisquare(counts, p[p > 0] * n).pvalue > 0.001
 
 
 def test_bad_input(model):

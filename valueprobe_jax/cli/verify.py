@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="judge scenario rows with the paper's Q1-Q4 prompt",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the judge: registry name or checkpoint dir")
-    p.add_argument("--in", dest="inp", required=True, help="JSON Lines scenario file")
-    p.add_argument("--out", required=True, help="output JSON Lines file")
+    p.add_argument("--in", dest="inp", metavar="FILE", required=True,
+                   help="JSON Lines scenario file")
+    p.add_argument("--out", metavar="FILE", required=True, help="output JSON Lines file")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--max-new-tokens", type=int, default=48, help="tokens of the verdict reply")
     p.add_argument("--batch", type=int, default=8, help="rows per model call")

@@ -50,7 +50,8 @@ def plan_sweep(config: ml_collections.ConfigDict) -> Plan:
     scenarios: dict[str, Any] = {}
     report = None
     if config.actions.enabled:
-        kept, report = load_scenarios(data_dir, questions=questions)
+        kept, report = load_scenarios(data_dir, path=config.actions.scenarios_file or None,
+                                      questions=questions)
         by_qid = scenarios_by_qid(kept, limit=config.actions.max_scenarios)
         wanted = {q.id for q in questions}
         by_qid = {qid: v for qid, v in by_qid.items() if qid in wanted}

@@ -43,6 +43,7 @@ def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
 
     c.actions = ml_collections.ConfigDict()
     c.actions.enabled = False
+    c.actions.scenarios_file = ""  # "" = the paper's released file; or `valueprobe synthesize` output
     c.actions.templates = [0, 1, 2]
     c.actions.max_scenarios = 10  # per question, as the paper
     c.actions.max_new_tokens = 20

@@ -129,7 +129,10 @@ def test_helpers():
     assert [prompt_bucket(n) for n in (1, 16, 17, 24, 25, 33, 49, 65, 97, 130)] == \
         [16, 16, 24, 24, 32, 48, 64, 96, 128, 192]
     logits = jnp.asarray([[0.0, 3.0, 1.0, 2.0, -1.0]])
-    keep = lambda k, p: np.isfinite(np.asarray(filter_logits(logits, jnp.int32(k), jnp.float32(p))))[0]
+
+    def keep(k, p):
+        return np.isfinite(np.asarray(filter_logits(logits, jnp.int32(k), jnp.float32(p))))[0]
+
     assert keep(2, 1.0).tolist() == [False, True, False, True, False]
     assert keep(0, 1e-6).tolist() == [False, True, False, False, False]
     # softmax of [3, 2, 1, 0, -1] = .636 .234 .086 .032 .012: top_p .8 keeps the first two

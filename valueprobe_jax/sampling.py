@@ -10,12 +10,13 @@ Prompts are left-padded to a bucketed length P (slots ``P-n .. P-1`` hold a prom
 positions are the true positions 0..n-1, padding is masked out), so every row writes its t-th new
 token at the same cache slot ``P + t`` and one scalar cache index serves the whole batch. Prompts
 are grouped by bucket, and every call for one bucket has the same batch shape, so jit compiles
-once per (prompt bucket, max_new_tokens) and the padding a prompt gets never depends on the
-other prompts in its batch.
+once per (prompt bucket, max_new_tokens, batch shape) and the padding a prompt gets never
+depends on the other prompts in its batch. Temperature, top-k and top-p are traced scalars.
 
 Randomness: sample i of a prompt with key ``k`` uses
 ``fold_in(fold_in(key(seed), crc32(k)), i)``, folded once more with the step index at each
-step, so results do not depend on batch size, batch composition or prompt order.
+step, so results do not depend on batch size, batch composition, prompt order or the device
+mesh. Tokens are drawn by an exact two-level Gumbel-max (``two_level_gumbel_max``).
 """
 
 from __future__ import annotations
@@ -422,8 +423,8 @@ class Sampler:
         stop_codes = np.full((width,), _LENGTH, np.int32)
         stop_ids[:len(self.stop_codes)] = list(self.stop_codes)
         stop_codes[:len(self.stop_codes)] = list(self.stop_codes.values())
-        scalars = (jnp.uint32(sp.seed), jnp.float32(sp.temperature), jnp.int32(sp.top_k),
-                   jnp.float32(sp.top_p))
+        scalars = (np.uint32(sp.seed), np.float32(sp.temperature), np.int32(sp.top_k),
+                   np.float32(sp.top_p))
         for c in range(0, len(idx), per_call):
             chunk = idx[c:c + per_call]
             padded = chunk + [chunk[-1]] * (per_call - len(chunk))
@@ -448,7 +449,7 @@ class Sampler:
                 row_sample = np.asarray([s for _, s in part], np.uint32)
                 row_hash = np.asarray([stable_hash(keys[chunk[j]]) for j, _ in part], np.uint32)
                 out = decode_fn(self.params, cache, first_logits, lens, row_prompt, row_hash,
-                                row_sample, live, scalars[0], *scalars[1:], stop_ids, stop_codes)
+                                row_sample, live, *scalars, stop_ids, stop_codes)
                 out = jax.device_get(out)
                 st.decode_calls += 1
                 st.decode_rows += rows

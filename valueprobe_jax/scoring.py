@@ -102,12 +102,15 @@ class ScoreStats:
     head_positions: int = 0  # positions the LM head ran on (padding included)
     flops: float = 0.0  # model FLOPs of the executed shapes (``flops_estimate``)
     compiles: int = 0  # new jit traces (= XLA compiles) caused by these calls
-    shapes: set = dataclasses.field(default_factory=set)  # (kind, B, T, S, M, N) seen
+    shapes: dict = dataclasses.field(default_factory=dict)  # (kind, B, T, S, M, N) -> calls
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["shapes"] = sorted(str(s) for s in self.shapes)
+        d["shapes"] = {" ".join(map(str, k)): v for k, v in sorted(self.shapes.items())}
         return d
+
+    def _call(self, key: tuple) -> None:
+        self.shapes[key] = self.shapes.get(key, 0) + 1
 
 
 # ============================================================================ tokenization
@@ -545,12 +548,34 @@ def make_cached_core(cfg: ModelConfig, *, in_shardings: Any = None,
 
 
 @functools.lru_cache(maxsize=None)
-def _shared_core(cfg: ModelConfig, kind: str) -> Callable:
+def shared_core(cfg: ModelConfig, kind: str) -> Callable:
+    """The unsharded jitted core of ``kind`` ("naive", "tree", "prefill", "cached"), one per
+    config (jax caches its compiled shapes)."""
     if kind == "prefill":
         return make_prefill_core(cfg)
     if kind == "cached":
         return make_cached_core(cfg)
     return make_tree_core(cfg, full_head=kind == "naive")
+
+
+def abstract_inputs(cfg: ModelConfig, key: tuple) -> tuple:
+    """ShapeDtypeStructs of a core's array inputs (after params) for a ``ScoreStats.shapes``
+    key ``(kind, B, T, S, M, N)``: for ahead-of-time lowering, e.g. XLA's cost analysis."""
+    kind, b, t, s, m, n = key
+    i32 = jnp.int32
+
+    def arr(*shape):
+        return jax.ShapeDtypeStruct(shape, i32)
+
+    if kind == "prefill":
+        return arr(1, t), arr()
+    rows = (arr(b, t), arr(b, t), arr(b, t), arr(b, m), arr(b, n), arr(b, n))
+    if kind == "cached":
+        p = s - t
+        kv = jax.ShapeDtypeStruct((cfg.num_layers, 1, p, cfg.num_kv_heads, cfg.head_dim),
+                                  cfg.jnp_dtype)
+        return (KVCache(kv, kv, arr(1, p)), arr()) + rows
+    return rows
 
 
 # ============================================================================ the scorer
@@ -749,7 +774,7 @@ class Scorer:
         self.stats.tokens_processed += p
         self.stats.tokens_real += len(prefix)
         self.stats.flops += flops_estimate(self.cfg, 1, p, p, 0)
-        self.stats.shapes.add(("prefill", 1, p, p, 0, 0))
+        self.stats._call(("prefill", 1, p, p, 0, 0))
         self._prefixes[prefix] = (cache, len(prefix))
         while len(self._prefixes) > self.max_prefixes:
             self._prefixes.pop(next(iter(self._prefixes)))
@@ -767,7 +792,7 @@ class Scorer:
 
     def _core(self, kind: str, *shape: int) -> Callable:
         if self.mesh is None:
-            return _shared_core(self.cfg, kind)
+            return shared_core(self.cfg, kind)
         key = (kind,) + shape
         if key not in self._fns:
             self._fns[key] = self._sharded_core(kind, *shape)
@@ -821,7 +846,7 @@ class Scorer:
             st.tokens_real += sum(len(r.tokens) for r in c.rows)
             st.head_positions += b * head
             st.flops += flops_estimate(self.cfg, b, t, keys, head)
-            st.shapes.add((kind, b, t, keys, m, n))
+            st._call((kind, b, t, keys, m, n))
             pending.append(out)
         return jax.device_get(pending)
 
@@ -943,5 +968,6 @@ def rating_distribution(model: Any, tokenizer: Any = None,
 __all__ = ["STRATEGIES", "ScoreRequest", "ScoreResult", "ScoreStats", "Encoded", "Scorer",
            "score", "encode_request", "label_token", "prompt_add_special_tokens",
            "min_token_count", "flops_estimate", "bucket_length", "make_tree_core",
-           "make_prefill_core", "make_cached_core", "tree_mask", "read_pairs", "unpack_model",
-           "RatingResult", "rating_distribution", "TRACE_COUNTS"]
+           "make_prefill_core", "make_cached_core", "shared_core", "abstract_inputs",
+           "tree_mask", "read_pairs", "unpack_model", "RatingResult", "rating_distribution",
+           "TRACE_COUNTS"]

@@ -63,7 +63,7 @@ class ProbeSettings:
                    top_k=p.top_k, top_p=p.top_p, max_new_tokens=p.max_new_tokens, seed=p.seed,
                    shuffle_seed=p.shuffle_seed, parse_mode=p.parse_mode,
                    strategy=config.model.strategy, rating_max_new_tokens=a.max_new_tokens,
-                   rating_samples=a.samples, rating_temperature=a.get("temperature", 0.0))
+                   rating_samples=a.samples, rating_temperature=a.temperature)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,7 @@ def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
     c.actions.max_scenarios = 10  # per question, as the paper
     c.actions.max_new_tokens = 20
     c.actions.samples = 1
+    c.actions.temperature = 0.0  # greedy ratings (the paper used each model's default generation config)
 
     c.run = ml_collections.ConfigDict()
     c.run.mesh = ""  # e.g. "data=2,tensor=4"; "" = all local devices on the data axis

@@ -271,9 +271,10 @@ def test_stops_at_end_of_turn_token(model, prompts, greedy):
     assert s.stop_codes[stop] == 2 and s.stop_codes[model.tokenizer.eos_token_id] == 2
     (gen,), = s.generate(prompts[0][:1], prompts[1][:1],
                          SamplingParams(temperature=0.0, max_new_tokens=MAX_NEW, num_samples=1))
-    # the loop exits as soon as the only live row stops (4 padding rows are done from the start)
-    assert (s.last_stats.decode_rows, s.last_stats.live_rows, s.last_stats.decode_steps) == \
-        (5, 1, cut)
+    # a lone prompt is not padded up to max_batch rows, and the loop exits as soon as its only
+    # row stops
+    assert (s.last_stats.prefill_rows, s.last_stats.decode_rows, s.last_stats.live_rows,
+            s.last_stats.decode_steps) == (1, 1, 1, cut)
     assert gen.token_ids == base[:cut] and gen.finish_reason == "end_of_turn"
     assert gen.text == model.tokenizer.decode(list(base[:cut - 1]), skip_special_tokens=True)
     np.testing.assert_allclose(gen.logprobs, greedy[0][0].logprobs[:cut], atol=1e-5)

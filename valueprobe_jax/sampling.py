@@ -414,7 +414,10 @@ class Sampler:
                     keys: Sequence[str], sp: SamplingParams,
                     results: list[list[Generation | None]]) -> None:
         n = sp.num_samples
-        per_call = max(1, self.max_batch // n)  # prompts per prefill
+        # prompts per prefill: as many as fit max_batch sample rows, but no more than this bucket
+        # has (rounded up to a power of two, so few shapes compile) — a lone prompt is not
+        # prefilled 40 times over
+        per_call = max(1, min(self.max_batch // n, 1 << (len(idx) - 1).bit_length()))
         rows = per_call * n if n <= self.max_batch else self.max_batch
         prefill_fn, decode_fn = self._functions(sp.max_new_tokens, per_call, rows, p)
         # stop tables padded to a multiple of 8 entries so their shape rarely changes the jit key

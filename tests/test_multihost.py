@@ -14,6 +14,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax import sharding as sh
 from valueprobe_jax.models import ModelConfig, causal_mask, forward, param_shapes
 
@@ -30,8 +31,9 @@ WORKER = textwrap.dedent("""
     import jax.numpy as jnp
     from valueprobe_jax import sharding as sh
     from valueprobe_jax.models import ModelConfig, forward, param_shapes
+    from valueprobe_jax.models.decoder import nest_params
     cfg = ModelConfig(**json.loads(sys.argv[1]))
-    params = sh._nest({k: (np.ones(v, np.float32) if k.endswith("_scale") else
+    params = nest_params({k: (np.ones(v, np.float32) if k.endswith("_scale") else
                            (0.02 * np.random.default_rng(0).standard_normal(v)).astype(np.float32))
                        for k, v in param_shapes(cfg).items()})
     b, t = 8, 10
@@ -87,7 +89,7 @@ def test_two_processes(tmp_path):
         assert r["fsdp=4,tensor=2"] == {"split": [0, 1, me == 0, True], "hosts": [0, 1]}
 
     cfg = ModelConfig(**CFG)
-    params = sh._nest({k: (np.ones(v, np.float32) if k.endswith("_scale") else
+    params = nest_params({k: (np.ones(v, np.float32) if k.endswith("_scale") else
                            (0.02 * np.random.default_rng(0).standard_normal(v)).astype(np.float32))
                        for k, v in param_shapes(cfg).items()})
     tok = np.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (8, 10)), np.int32)

@@ -13,7 +13,7 @@ from valueprobe_jax import prompts as P
 from valueprobe_jax import scoring as S
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models import bloom, falcon, llama
-from valueprobe_jax.models.decoder import _nest
+from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax.models.layers import causal_mask, forward, param_shapes
 
 VOCAB = 49152  # the SmolLM2 tokenizer's
@@ -40,7 +40,7 @@ def random_params(cfg, seed):
     for name, shape in param_shapes(cfg).items():
         x = rng.standard_normal(shape).astype(np.float32)
         flat[name] = 1 + 0.1 * x if name.endswith("_scale") else 0.02 * x
-    return _nest(flat)
+    return nest_params(flat)
 
 
 @pytest.fixture(scope="module")

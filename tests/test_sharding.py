@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax import sharding as sh
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.merge import merge_shards
@@ -38,7 +39,7 @@ def random_params(cfg, seed=0):
     rng = np.random.default_rng(seed)
     flat = {k: (np.ones(s, np.float32) if k.endswith("_scale") else
                 (0.02 * rng.standard_normal(s)).astype(np.float32)) for k, s in param_shapes(cfg).items()}
-    return sh._nest(flat)
+    return nest_params(flat)
 
 
 @pytest.fixture(scope="module")

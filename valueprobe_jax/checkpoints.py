@@ -26,7 +26,7 @@ import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
-from valueprobe_jax.models.decoder import _nest, check_params, flatten_params
+from valueprobe_jax.models.decoder import check_params, flatten_params, nest_params
 from valueprobe_jax.registry import PACKAGED, ModelSpec, family_module, get_spec
 
 # Never reach for the hub (huggingface_hub reads this when first imported).
@@ -261,7 +261,7 @@ def save_orbax(directory: PathLike, cfg: ModelConfig, params: Mapping[str, Any],
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: output directory exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tree = params if "layers" in params else _nest(dict(params))
+    tree = params if "layers" in params else nest_params(params)
     check_params(cfg, flatten_params(tree))
     tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:
@@ -409,7 +409,7 @@ def convert_gguf_cached(path: PathLike) -> pathlib.Path:
 def _place(flat: Mapping[str, np.ndarray], shardings: Any) -> dict[str, Any]:
     import jax
 
-    tree = _nest(dict(flat))
+    tree = nest_params(flat)
     if shardings is None:
         return jax.tree.map(jax.numpy.asarray, tree)
     return jax.tree.map(lambda a, s: jax.device_put(a, s), tree, shardings)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.results import write_table_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,22 +32,6 @@ class MergeSummary:
         s = (f"{self.shards} shard(s), {self.rows_in} rows in, {self.rows_out} rows out, "
              f"{self.duplicates} duplicate(s) dropped")
         return s + (f" ({self.conflicting} with different contents)" if self.conflicting else "")
-
-
-def write_table_atomic(table: pa.Table, out_path: str | os.PathLike) -> None:
-    """Write a Parquet file that appears whole or not at all (temp file + rename)."""
-    out = pathlib.Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def merge_tables(tables: Sequence[pa.Table], key: Sequence[str] = ("key",)) -> tuple[pa.Table, int, int]:

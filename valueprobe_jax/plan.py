@@ -30,6 +30,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.models.decoder import flatten_params
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import param_shapes
 from valueprobe_jax.sharding import (MESH_AXES, Fallback, cache_pspecs, logical_to_pspec,
@@ -129,7 +130,7 @@ def plan_memory(cfg: ModelConfig, mesh: Any, *, batch: int, max_len: int, dtype:
         raise InputError(f"--dtype {dtype!r}: unknown dtype") from e
     shapes = param_shapes(cfg)
     specs, fallbacks = param_pspecs(cfg, mesh)
-    flat_specs = _flatten(specs)
+    flat_specs = flatten_params(specs)
     params_bytes = sum(math.prod(_local_shape(s, flat_specs[n], mesh)) * w for n, s in shapes.items())
     num_params = sum(math.prod(s) for s in shapes.values())
 
@@ -152,16 +153,6 @@ def plan_memory(cfg: ModelConfig, mesh: Any, *, batch: int, max_len: int, dtype:
     notes = tuple(str(f) for f in fallbacks + batch_fb)
     return MemoryPlan(name or cfg.family, mesh, batch, max_len, dtype, num_params, int(params_bytes),
                       int(kv_bytes), int(act), notes)
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, val in tree.items():
-        if isinstance(val, Mapping):
-            out.update(_flatten(val, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = val
-    return out
 
 
 def candidate_meshes(devices: int) -> list[dict[str, int]]:

@@ -68,12 +68,17 @@ def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
 
 def write_rows_atomic(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write rows as one Parquet file; the file appears whole or not at all."""
+    write_table_atomic(to_table(rows), path)
+
+
+def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    """Write a Parquet file via a temporary file in the same directory, then rename."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(to_table(rows), tmp)
+        pq.write_table(table, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -26,6 +26,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
+from valueprobe_jax.models.decoder import flatten_params, nest_params
 from valueprobe_jax.models.layers import LOGICAL_AXES, KVCache, param_shapes
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
@@ -198,31 +199,10 @@ def logical_to_pspec(logical: Sequence[str | None], shape: Sequence[int],
     return PartitionSpec(*out), fallbacks
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            flat.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = out
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 def _shapes_of(params_or_cfg: Any) -> dict[str, tuple[int, ...]]:
     if isinstance(params_or_cfg, ModelConfig):
         return param_shapes(params_or_cfg)
-    return {k: tuple(np.shape(v)) for k, v in _flatten(params_or_cfg).items()}
+    return {k: tuple(np.shape(v)) for k, v in flatten_params(params_or_cfg).items()}
 
 
 def param_pspecs(params_or_cfg: Any, mesh: Mesh | Mapping[str, int], *, rules=LOGICAL_RULES,
@@ -239,7 +219,7 @@ def param_pspecs(params_or_cfg: Any, mesh: Mesh | Mapping[str, int], *, rules=LO
             raise ValueError(f"parameter {name!r} has no logical axes")
         specs[name], fb = logical_to_pspec(logical_axes[name], shape, mesh, rules=rules, name=name)
         fallbacks += fb
-    return _nest(specs), fallbacks
+    return nest_params(specs), fallbacks
 
 
 def param_shardings(params_or_cfg: Any, mesh: Mesh, *, rules=LOGICAL_RULES) -> dict[str, Any]:
@@ -260,7 +240,7 @@ def logical_axes_of(module: Any) -> dict[str, tuple[str, ...]]:
     from flax import nnx
 
     specs = nnx.get_partition_spec(nnx.state(module, nnx.Param))
-    flat = _flatten(nnx.to_pure_dict(specs))
+    flat = flatten_params(nnx.to_pure_dict(specs))
     return {k: tuple(v) for k, v in flat.items()}
 
 
@@ -290,8 +270,8 @@ def abstract_params(cfg: ModelConfig, mesh: Mesh, *, dtype: Any = None,
     """ShapeDtypeStructs carrying the target shardings: the restore target for orbax
     (each device reads only its own slices) and the abstract input of jit/eval_shape."""
     dt = jax.numpy.dtype(dtype or cfg.dtype)
-    shardings = _flatten(param_shardings(cfg, mesh, rules=rules))
-    return _nest({name: jax.ShapeDtypeStruct(shape, dt, sharding=shardings[name])
+    shardings = flatten_params(param_shardings(cfg, mesh, rules=rules))
+    return nest_params({name: jax.ShapeDtypeStruct(shape, dt, sharding=shardings[name])
                   for name, shape in param_shapes(cfg).items()})
 
 

@@ -3,6 +3,7 @@ the pure forward pass of ``layers.py``. It knows nothing about prompts or tokeni
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -14,7 +15,8 @@ from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import LOGICAL_AXES, KVCache, Params, forward, param_shapes
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+def nest_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"layers/wq": array, ...} -> nested parameter dict (the inverse of ``flatten_params``)."""
     out: dict[str, Any] = {}
     for name, value in flat.items():
         node = out
@@ -25,12 +27,12 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested parameter dict -> {"layers/wq": array, ...}."""
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         name = f"{prefix}{k}"
-        if isinstance(v, dict):
+        if isinstance(v, Mapping):
             flat.update(flatten_params(v, name + "/"))
         else:
             flat[name] = v
@@ -72,7 +74,7 @@ class Decoder(nnx.Module):
             else:
                 value = (init_std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(cfg.jnp_dtype)
             values[name] = nnx.Param(value, sharding_names=LOGICAL_AXES[name], eager_sharding=False)
-        nested = _nest(values)
+        nested = nest_params(values)
         self.layers = _Layers(nested.pop("layers"))
         for k, v in nested.items():
             setattr(self, k, v)

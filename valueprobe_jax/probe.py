@@ -9,6 +9,7 @@ option log-likelihoods, ``sampling`` gives generations, ``parsing`` reads labels
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ class ProbeSettings:
     seed: int = 0
     shuffle_seed: int = 0
     parse_mode: str = "label"  # "label" (label-aware) | "paper" (the released code's rules)
-    strategy: str = "packed"
+    strategy: str = "auto"  # "auto": prefix_cache when the prompts share a long prefix, else packed
     rating_max_new_tokens: int = 20
     rating_samples: int = 1
     rating_temperature: float = 0.0
@@ -49,8 +50,8 @@ class ProbeSettings:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise InputError(f"methods {','.join(self.methods)}: choose from {', '.join(METHODS)}")
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"strategy {self.strategy!r}: choose from {', '.join(STRATEGIES)}")
+        if self.strategy not in STRATEGIES + ("auto",):
+            raise InputError(f"strategy {self.strategy!r}: choose from auto, {', '.join(STRATEGIES)}")
         if self.parse_mode not in ("label", "paper"):
             raise InputError(f"parse mode {self.parse_mode!r}: choose label or paper")
         if "text" in self.methods and self.samples < 1:
@@ -115,6 +116,20 @@ class ProbeEngine:
 
     # ------------------------------------------------------------------ value probes
 
+    def pick_strategy(self, prompts: Sequence[str]) -> str:
+        """The configured strategy; for "auto", prefix_cache when some prompts share a prefix of
+        at least the scorer's ``min_prefix`` tokens (system instruction, one-shot example, chat
+        template header — the scorer groups prompts by shared prefix itself), packed otherwise."""
+        if self.settings.strategy != "auto":
+            return self.settings.strategy
+        ordered = sorted(prompts)
+        tok = self.model.tokenizer
+        for a, b in zip(ordered, ordered[1:]):
+            shared = os.path.commonprefix([a, b])
+            if len(tok.encode(shared, add_special_tokens=False)) - 1 >= self.scorer.min_prefix:
+                return "prefix_cache"
+        return "packed"
+
     def render(self, prompt: Prompt) -> tuple[str, list[str]]:
         """Generation-ready text and the per-option continuations the seq method scores."""
         tok = self.model.tokenizer
@@ -133,7 +148,7 @@ class ProbeEngine:
         if "token" in s.methods or "seq" in s.methods:
             reqs = [ScoreRequest(r.key, text, conts, list(r.prompt.labels))
                     for r, (text, conts) in zip(requests, rendered)]
-            scored = self.scorer.score(reqs, strategy=s.strategy)
+            scored = self.scorer.score(reqs, strategy=self.pick_strategy([t for t, _ in rendered]))
         generations = None
         if "text" in s.methods:
             sp = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
@@ -199,7 +214,7 @@ class ProbeEngine:
         s = self.settings
         texts = [self.render_rating(r) for r in requests]
         expected = self.scorer.rate([(r.key, t) for r, t in zip(requests, texts)],
-                                    strategy=s.strategy)
+                                    strategy=self.pick_strategy(texts))
         sp = SamplingParams(temperature=s.rating_temperature, max_new_tokens=s.rating_max_new_tokens,
                             num_samples=s.rating_samples, seed=s.seed)
         gens = self.sampler.generate(texts, [r.key for r in requests], sp)

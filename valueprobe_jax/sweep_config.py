@@ -24,7 +24,7 @@ def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = model  # registry name or a local checkpoint directory
     c.model.dtype = "float32"
-    c.model.strategy = "packed"  # naive | padded | packed | prefix_cache
+    c.model.strategy = "auto"  # auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache
 
     c.probe = ml_collections.ConfigDict()
     c.probe.styles = list(PAPER_STYLES)

@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parse-mode", choices=("label", "paper"), default="label")
-    p.add_argument("--strategy", default="packed", help="naive | padded | packed | prefix_cache")
+    p.add_argument("--strategy", default="auto",
+                   help="auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--mesh", default="", help='device mesh, e.g. "data=2,tensor=4"')
     q = p.add_mutually_exclusive_group()

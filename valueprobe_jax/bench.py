@@ -19,9 +19,13 @@ count and load average at the start and end.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -101,15 +105,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     f = jax.jit(jnp.dot)
     f(a, a).block_until_ready()
     best = min(_timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats))
-    return 2.0 * n ** 3 / best / 1e9
-
-
-def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import torch  # noqa: PLC0415
-
-    a = torch.randn(n, n, dtype=torch.float32)
-    torch.mm(a, a)
-    best = min(_timed(lambda: torch.mm(a, a)) for _ in range(repeats))
     return 2.0 * n ** 3 / best / 1e9
 
 
@@ -253,81 +248,45 @@ def max_differences(a: Sequence[S.ScoreResult], b: Sequence[S.ScoreResult]) -> d
 # ----------------------------------------------------------------------------- HF reference
 
 
-def load_hf_model(name: str) -> Any:
-    """The same weights as ``checkpoints.load_model(name)``, as a transformers PyTorch model."""
-    import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
+def hf_checkpoint(name: str) -> str:
+    """The GGUF file or HF directory that transformers can load for ``name``."""
     from valueprobe_jax import checkpoints  # noqa: PLC0415
 
-    path = checkpoints.packaged_gguf(name)
-    if path is None:
-        path = checkpoints.resolve(name) if not os.path.exists(name) else name
-    path = str(path)
-    if path.endswith(".gguf"):
-        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path),
-                                                     gguf_file=os.path.basename(path),
-                                                     dtype=torch.float32)
-    elif os.path.isfile(os.path.join(path, "config.json")):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    else:
-        raise InputError(f"{name}: no GGUF file or HF directory for the PyTorch reference")
-    return model.eval()
+    if os.path.exists(name):
+        return str(name)
+    path = checkpoints.packaged_gguf(name) or checkpoints.resolve(name)
+    return str(path)
 
 
-def hf_paper_scores(hf_model: Any, tokenizer: Any, requests: Sequence[S.ScoreRequest]
-                    ) -> tuple[list[S.ScoreResult], float]:
-    """The paper's procedure in plain PyTorch: a forward over the prompt for the label logits,
-    then one full forward over prompt + option per option (log-likelihood of the option tokens).
-    Returns (results, executed model FLOPs)."""
-    import torch  # noqa: PLC0415
-
-    cfg_flops = _hf_flops_fn(hf_model)
-    out, flops = [], 0.0
-    with torch.inference_mode():
-        for req in requests:
-            add = S.prompt_add_special_tokens(tokenizer, req.prompt)
-            prompt = tokenizer(req.prompt, add_special_tokens=add)["input_ids"]
-            n = len(prompt)
-            logits = hf_model(torch.tensor([prompt])).logits[0, -1]
-            flops += cfg_flops(n)
-            bare, space, ids, multi = [], [], [], []
-            for lab in req.labels:
-                b = tokenizer(lab, add_special_tokens=False)["input_ids"]
-                s = tokenizer(" " + lab, add_special_tokens=False)["input_ids"]
-                bare.append(float(logits[b[0]]))
-                space.append(float(logits[s[0]]))
-                ids.append([b[0], s[0]])
-                multi.append([len(b) > 1, len(s) > 1])
-            lls, ntok, split = [], [], False
-            for cont in req.continuations:
-                full = tokenizer(req.prompt + cont, add_special_tokens=add)["input_ids"]
-                if full[:n] != prompt or len(full) <= n:
-                    full = prompt + tokenizer(cont, add_special_tokens=False)["input_ids"]
-                    split = True
-                lg = hf_model(torch.tensor([full])).logits[0]
-                flops += cfg_flops(len(full))
-                lsm = torch.log_softmax(lg[n - 1:-1].double(), dim=-1)
-                target = torch.tensor(full[n:])
-                lls.append(float(lsm.gather(1, target[:, None]).sum()))
-                ntok.append(len(full) - n)
-            out.append(S.ScoreResult(req.key, np.array(bare), np.array(space), np.array(ids),
-                                     np.array(multi), np.array(lls), np.array(ntok), n, split))
-    return out, flops
+def run_hf_reference(model: Any, model_name: str, requests: Sequence[S.ScoreRequest], *,
+                     generation: dict[str, int] | None, threads: int | None = None
+                     ) -> dict[str, Any]:
+    """Run ``hf_reference`` in a fresh process (no JAX threads beside PyTorch's) on the same
+    requests; returns its JSON output."""
+    with tempfile.TemporaryDirectory(prefix="vp-hf-") as d:
+        model.tokenizer.save_pretrained(os.path.join(d, "tokenizer"))
+        job = {"model": hf_checkpoint(model_name), "tokenizer": os.path.join(d, "tokenizer"),
+               "requests": [dataclasses.asdict(r) | {"continuations": list(r.continuations),
+                                                     "labels": list(r.labels)}
+                            for r in requests],
+               "generation": generation, "threads": threads or os.cpu_count()}
+        src, dst = os.path.join(d, "job.json"), os.path.join(d, "out.json")
+        with open(src, "w", encoding="utf-8") as f:
+            json.dump(job, f)
+        proc = subprocess.run([sys.executable, "-m", "valueprobe_jax.hf_reference", src, dst],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise InputError(f"HF reference for {model_name!r} failed: {tail[0]}")
+        with open(dst, encoding="utf-8") as f:
+            return json.load(f)
 
 
-def _hf_flops_fn(hf_model: Any):
-    """Executed FLOPs of one HF forward over t tokens (full LM head), by our config formula."""
-    c = hf_model.config
-    heads = c.num_attention_heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    from valueprobe_jax.models.config import ModelConfig  # noqa: PLC0415
-
-    cfg = ModelConfig(family="llama", vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-                      num_layers=c.num_hidden_layers, num_heads=heads,
-                      num_kv_heads=getattr(c, "num_key_value_heads", heads) or heads,
-                      head_dim=head_dim, intermediate_size=c.intermediate_size)
-    return lambda t: S.flops_estimate(cfg, 1, t, t, t)
+def _as_results(scores: list[dict]) -> list[S.ScoreResult]:
+    return [S.ScoreResult(r["key"], np.array(r["token_logits"]), np.array(r["token_logits_space"]),
+                          np.zeros((0, 2), int), np.zeros((0, 2), bool),
+                          np.array(r["option_logprob"]), np.array(r["option_ntokens"]),
+                          r["n_prompt_tokens"], r["boundary_split"]) for r in scores]
 
 
 def generation_flops(cfg: Any, n_prompt: int, lengths: Sequence[int]) -> float:
@@ -338,30 +297,6 @@ def generation_flops(cfg: Any, n_prompt: int, lengths: Sequence[int]) -> float:
         for t in range(m):
             total += S.flops_estimate(cfg, 1, 1, n_prompt + t + 1, 1)
     return total
-
-
-def hf_generate(hf_model: Any, tokenizer: Any, prompts: Sequence[str], *, samples: int,
-                max_new_tokens: int, seed: int = 0) -> tuple[float, list[list[int]], list[int]]:
-    """``generate(num_return_sequences=samples)`` per prompt (temperature 1, no top-k/top-p);
-    returns (seconds, generated lengths per prompt (to and with EOS), prompt lengths)."""
-    import torch  # noqa: PLC0415
-
-    torch.manual_seed(seed)
-    eos = tokenizer.eos_token_id
-    lengths, n_prompt = [], []
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for p in prompts:
-            ids = tokenizer(p, add_special_tokens=S.prompt_add_special_tokens(tokenizer, p))
-            x = torch.tensor([ids["input_ids"]])
-            out = hf_model.generate(x, attention_mask=torch.ones_like(x), do_sample=True,
-                                    temperature=1.0, top_k=0, top_p=1.0,
-                                    num_return_sequences=samples, max_new_tokens=max_new_tokens,
-                                    pad_token_id=eos, eos_token_id=eos)
-            new = out[:, x.shape[1]:].tolist()
-            lengths.append([row.index(eos) + 1 if eos in row else len(row) for row in new])
-            n_prompt.append(x.shape[1])
-    return time.perf_counter() - t0, lengths, n_prompt
 
 
 def our_generate(model: Any, prompts: Sequence[str], keys: Sequence[str], *, samples: int,
@@ -526,44 +461,42 @@ def _targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _hf_part(opts: BenchOptions, model: Any, requests: Sequence[S.ScoreRequest],
              rows: dict[str, dict[str, Any]], outs: dict[str, list[S.ScoreResult]],
              log) -> dict[str, Any]:
-    import torch  # noqa: PLC0415
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    hf_model = load_hf_model(opts.model)
-    hf: dict[str, Any] = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                          "matmul_peak_gflops_torch": torch_matmul_peak_gflops()}
-    log("HF reference scoring ...")
-    hf_paper_scores(hf_model, model.tokenizer, requests[:1])  # warm-up
-    t0 = time.perf_counter()
-    ref, flops = hf_paper_scores(hf_model, model.tokenizer, requests)
-    wall = time.perf_counter() - t0
+    n_gen = min(opts.generation_prompts, len(requests))
+    gen = ({"prompts": n_gen, "samples": opts.samples, "max_new_tokens": opts.max_new_tokens}
+           if opts.generation else None)
+    log("HF-PyTorch reference (own process) ...")
+    ref = run_hf_reference(model, opts.model, requests, generation=gen)
+    cfg = model.cfg
+    hf: dict[str, Any] = {"torch": ref["torch"], "torch_threads": ref["threads"],
+                          "matmul_peak_gflops_torch": ref["matmul_peak_gflops"]}
+    wall = ref["scoring_s"]
+    flops = sum(S.flops_estimate(cfg, 1, n, n, n) for n in ref["forward_lengths"])
     hf["scoring"] = {"wall_s": wall, "s_per_prompt": wall / len(requests), "flops": flops,
+                     "forwards": len(ref["forward_lengths"]),
+                     "tokens": int(sum(ref["forward_lengths"])),
                      "gflops_per_s": flops / wall / 1e9,
-                     "peak_fraction": flops / wall / 1e9 / hf["matmul_peak_gflops_torch"]}
+                     "peak_fraction": flops / wall / 1e9 / ref["matmul_peak_gflops"]}
     ours = [s for s in ("packed", "prefix_cache") if s in rows]
     hf["scoring"]["speedup"] = {s: wall / rows[s]["wall_s"] for s in ours}
-    hf["scoring"]["diff_vs_ours"] = {s: max_differences(outs[s], ref) for s in ours}
-    if opts.generation:
-        n = min(opts.generation_prompts, len(requests))
-        texts, keys = [r.prompt for r in requests[:n]], [r.key for r in requests[:n]]
-        log(f"generation: {n} prompts x {opts.samples} samples x {opts.max_new_tokens} tokens ...")
-        hf_generate(hf_model, model.tokenizer, texts[:1], samples=opts.samples,
-                    max_new_tokens=4)  # warm-up
-        hf_s, hf_len, n_prompt = hf_generate(hf_model, model.tokenizer, texts,
-                                             samples=opts.samples,
-                                             max_new_tokens=opts.max_new_tokens)
+    hf["scoring"]["diff_vs_ours"] = {s: max_differences(outs[s], _as_results(ref["scores"]))
+                                     for s in ours}
+    if gen:
+        texts, keys = [r.prompt for r in requests[:n_gen]], [r.key for r in requests[:n_gen]]
+        log(f"our generation: {n_gen} prompts x {opts.samples} samples x "
+            f"{opts.max_new_tokens} tokens ...")
         our_s, our_cold, our_len = our_generate(model, texts, keys, samples=opts.samples,
                                                 max_new_tokens=opts.max_new_tokens)
-        hf_flops = sum(generation_flops(model.cfg, p, ls) for p, ls in zip(n_prompt, hf_len))
-        our_flops = sum(generation_flops(model.cfg, p, ls) for p, ls in zip(n_prompt, our_len))
+        hf_s, hf_len = ref["generation_s"], ref["gen_lengths"]
+        n_prompt = ref["gen_prompt_lengths"]
+        hf_flops = sum(generation_flops(cfg, p, ls) for p, ls in zip(n_prompt, hf_len))
+        our_flops = sum(generation_flops(cfg, p, ls) for p, ls in zip(n_prompt, our_len))
+        hf_tok, our_tok = sum(map(sum, hf_len)), sum(map(sum, our_len))
         hf["generation"] = {
-            "prompts": n, "samples": opts.samples, "max_new_tokens": opts.max_new_tokens,
-            "hf_s_per_prompt": hf_s / n, "ours_s_per_prompt": our_s / n, "ours_cold_s": our_cold,
-            "hf_tokens": int(sum(map(sum, hf_len))), "ours_tokens": int(sum(map(sum, our_len))),
-            "hf_tokens_per_s": sum(map(sum, hf_len)) / hf_s,
-            "ours_tokens_per_s": sum(map(sum, our_len)) / our_s,
-            "speedup": hf_s / our_s,
-            "speedup_per_token": (sum(map(sum, our_len)) / our_s) / (sum(map(sum, hf_len)) / hf_s),
+            "prompts": n_gen, "samples": opts.samples, "max_new_tokens": opts.max_new_tokens,
+            "hf_s_per_prompt": hf_s / n_gen, "ours_s_per_prompt": our_s / n_gen,
+            "ours_cold_s": our_cold, "hf_tokens": int(hf_tok), "ours_tokens": int(our_tok),
+            "hf_tokens_per_s": hf_tok / hf_s, "ours_tokens_per_s": our_tok / our_s,
+            "speedup": hf_s / our_s, "speedup_per_token": (our_tok / our_s) / (hf_tok / hf_s),
             "hf_useful_gflops_per_s": hf_flops / hf_s / 1e9,
             "ours_useful_gflops_per_s": our_flops / our_s / 1e9}
     return hf
@@ -623,4 +556,4 @@ def format_table(result: dict[str, Any]) -> str:
 
 __all__ = ["BenchOptions", "run_bench", "format_table", "plot", "bench_prompts",
            "pick_questions", "matmul_peak_gflops", "run_strategy", "xla_costs",
-           "hf_paper_scores", "hf_generate", "our_generate", "generation_flops", "RssMonitor"]
+           "run_hf_reference", "our_generate", "generation_flops", "RssMonitor"]

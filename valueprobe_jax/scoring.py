@@ -269,9 +269,9 @@ class _Row:
             self.kids.append({})
         return node
 
-    def cost(self, item: _Item) -> int:
-        """New nodes that adding ``item`` would create (a dry run; the item's own options may
-        share nodes among themselves too)."""
+    def cost(self, items: _Item | Sequence[_Item]) -> int:
+        """New nodes that adding ``items`` would create (a dry run; the items may share nodes
+        among themselves too)."""
         virtual: dict[tuple[int, int], int] = {}
 
         def child(parent: int, t: int) -> int:
@@ -281,15 +281,29 @@ class _Row:
                     return real
             return virtual.setdefault((parent, t), -2 - len(virtual))
 
-        node = -1
-        for t in item.prompt:
-            node = child(node, t)
-        end = node
-        for o in item.options:
-            node = end
-            for t in o:
+        for item in [items] if isinstance(items, _Item) else items:
+            node = -1
+            for t in item.prompt:
                 node = child(node, t)
+            end = node
+            for o in item.options:
+                node = end
+                for t in o:
+                    node = child(node, t)
         return len(virtual)
+
+    def shared(self, trie: dict) -> int:
+        """Nodes of a prefix tree (nested dicts token -> subtree) that this row already holds."""
+        count, stack = 0, [(-1, trie)]
+        while stack:
+            node, sub = stack.pop()
+            table = self.roots if node < 0 else self.kids[node]
+            for t, child in sub.items():
+                c = table.get(t)
+                if c is not None:
+                    count += 1
+                    stack.append((c, child))
+        return count
 
     def add(self, item: _Item) -> None:
         node = -1
@@ -375,7 +389,9 @@ class _Call:
         b, t = len(self.rows), self.length
         m = max(len(r.logits_at) for r in self.rows)
         n = max(len(r.pair_at) for r in self.rows)
-        m, n = _pow2(m, 16), _pow2(n, 64)  # generous minimums: fewer distinct shapes
+        # LM-head positions: little padding (each costs a vocab-sized matmul row); reads are
+        # cheap gathers: powers of two with a generous minimum (fewer distinct shapes)
+        m, n = bucket_length(m, minimum=16, per_octave=4), _pow2(n, 64)
         out = dict(tokens=np.zeros((b, t), np.int32), positions=np.zeros((b, t), np.int32),
                    ends=np.tile(np.arange(1, t + 1, dtype=np.int32), (b, 1)),
                    logits_at=np.zeros((b, m), np.int32), pair_at=np.zeros((b, n), np.int32),
@@ -412,21 +428,101 @@ def _calls_of(rows: list[_RowArrays], length: int, tokens_per_call: int,
     return calls
 
 
-def _next_fit(items: list[_Item], capacity: int) -> list[_Row]:
-    rows = [_Row()]
+def _units(items: list[_Item]) -> list[list[_Item]]:
+    """Neighbours (in sorted order) that share at least half of their prompts stay together:
+    e.g. the default and prefixed style of one question, whose prompts differ only at the end."""
+    units = [[items[0]]]
+    for a, b in zip(items, items[1:]):
+        if 2 * _common_prefix(a.prompt, b.prompt) >= min(len(a.prompt), len(b.prompt)):
+            units[-1].append(b)
+        else:
+            units.append([b])
+    return units
+
+
+def _trie(items: Sequence[_Item]) -> tuple[dict, int, int]:
+    """(prefix tree of the items' sequences as nested dicts, its node count, its prompt nodes)."""
+    root: dict = {}
+    nodes = prompt_nodes = 0
     for it in items:
-        if rows[-1].items and len(rows[-1]) + rows[-1].cost(it) > capacity:
-            rows.append(_Row())
-        rows[-1].add(it)
+        node = root
+        for t in it.prompt:
+            if t not in node:
+                node[t] = {}
+                nodes += 1
+                prompt_nodes += 1
+            node = node[t]
+        for o in it.options:
+            sub = node
+            for t in o:
+                if t not in sub:
+                    sub[t] = {}
+                    nodes += 1
+                sub = sub[t]
+    return root, nodes, prompt_nodes
+
+
+@dataclasses.dataclass
+class _Unit:
+    items: list[_Item]
+    trie: dict
+    alone: int  # nodes of its own prefix tree
+    lower: int  # fewest new nodes it can add to any row (a row can share at most its prompts)
+
+
+def _unit(items: list[_Item]) -> _Unit:
+    trie, alone, prompts = _trie(items)
+    return _Unit(items, trie, alone, alone - prompts)
+
+
+def _best_fit(units: list[tuple[_Unit, list[_Unit]]], capacity: int) -> list[_Row]:
+    """Best-fit decreasing bin packing of units into rows of ``capacity`` nodes, sizes measured
+    against each row's prefix tree (a unit costs less in a row that already holds its system
+    text). A unit larger than a row is packed item by item (its ``parts``)."""
+    flat = sorted((p for u, parts in units for p in ([u] if u.alone <= capacity else parts)),
+                  key=lambda u: -u.alone)
+    smallest = [0] * len(flat)  # smallest lower bound among the units still to place
+    low = capacity + 1
+    for i in range(len(flat) - 1, -1, -1):
+        low = min(low, flat[i].lower)
+        smallest[i] = low
+    rows: list[_Row] = []
+    open_rows: list[_Row] = []
+    for i, u in enumerate(flat):
+        open_rows = [r for r in open_rows if capacity - len(r) >= smallest[i]]
+        best, best_left = None, None
+        for r in open_rows:
+            if capacity - len(r) < u.lower:
+                continue
+            left = capacity - len(r) - (u.alone - r.shared(u.trie))
+            if left >= 0 and (best_left is None or left < best_left):
+                best, best_left = r, left
+        if best is None:
+            best = _Row()
+            rows.append(best)
+            open_rows.append(best)
+        for it in u.items:
+            best.add(it)
     return rows
 
 
+# The planner's price of an attention FLOP relative to a matmul FLOP: the dense masked
+# attention (scores, mask, softmax over T x S per head) is memory-bound. Measured on a 2-core
+# CPU with SmolLM2: time per token grows with the row length about 2.5x faster than its FLOPs.
+ATTENTION_WEIGHT = 1.5
+
+
+def _row_cost(cfg: ModelConfig, length: int, keys: int) -> float:
+    dense = flops_estimate(cfg, 1, length, 0, 0)
+    return dense + ATTENTION_WEIGHT * (flops_estimate(cfg, 1, length, keys, 0) - dense)
+
+
 def _pack(cfg: ModelConfig, items: list[_Item], bucket: Callable[[int], int], *,
-          extra_keys: int = 0, max_row: int = 1024) -> tuple[list[_Row], int]:
-    """Pack items (already in prefix-sharing order) into rows of one bucketed length, choosing the
-    length that minimises modelled FLOPs (short rows waste tail space, long rows pay for the
-    dense T x T attention). ``bucket(n)`` is the smallest allowed length >= n. Returns
-    (rows, length)."""
+          extra_keys: int = 0, max_row: int = 2048) -> tuple[list[_Row], int]:
+    """Pack items (in sorted, prefix-sharing order) into rows of one bucketed length, choosing the
+    length with the lowest modelled cost (short rows waste their tails and repeat shared
+    prefixes, long rows pay for the dense T x T attention). ``bucket(n)`` is the smallest allowed
+    length >= n. Returns (rows, length)."""
     longest = max(_Row().cost(it) for it in items)
     first = bucket(longest)
     candidates, c = [first], first
@@ -436,10 +532,17 @@ def _pack(cfg: ModelConfig, items: list[_Item], bucket: Callable[[int], int], *,
         except InputError:  # no longer bucket allowed
             break
         candidates.append(c)
+    nodes = _Row().cost(items)  # the whole prefix tree: no packing holds fewer nodes
+    units = []
+    for u in _units(items):
+        unit = _unit(u)
+        units.append((unit, [_unit([it]) for it in u] if len(u) > 1 else [unit]))
     best = None
     for c in candidates:
-        rows = _next_fit(items, c)
-        cost = len(rows) * flops_estimate(cfg, 1, c, c + extra_keys, 0)
+        if best is not None and -(-nodes // c) * _row_cost(cfg, c, c + extra_keys) >= best[0]:
+            continue  # cannot beat the best even with perfectly full rows
+        rows = _best_fit(units, c)
+        cost = len(rows) * _row_cost(cfg, c, c + extra_keys)
         if best is None or cost < best[0]:
             best = (cost, rows, c)
         if len(rows) == 1:
@@ -623,7 +726,7 @@ class Scorer:
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, mesh: Any = None,
-                 tokens_per_call: int = 4096, max_row: int = 1024, min_prefix: int = 32,
+                 tokens_per_call: int = 4096, max_row: int = 2048, min_prefix: int = 32,
                  max_prefixes: int = 64, per_octave: int = 4,
                  length_buckets: Sequence[int] | None = None, max_batch: int | None = None,
                  add_special_tokens: bool | None = None):
@@ -666,6 +769,12 @@ class Scorer:
         encoded = list(encoded)
         if not encoded:
             return []
+        limit = self.cfg.max_position_embeddings
+        for e in encoded:
+            longest = len(e.prompt) + max(map(len, e.options), default=0)
+            if longest > limit:
+                raise InputError(f"request {e.key!r}: {longest} tokens exceed the model's "
+                                 f"{limit} positions")
         before = sum(TRACE_COUNTS.values())
         calls = getattr(self, f"_plan_{strategy}")(encoded)
         outputs = self._run(calls)
@@ -711,7 +820,7 @@ class Scorer:
 
     def _plan_packed(self, enc: list[Encoded]) -> list[_Call]:
         order = sorted(range(len(enc)), key=lambda i: enc[i].prompt)
-        rows, length = _pack(self.cfg, self._items(enc, order), self._bucket,
+        rows, length = _pack(self.cfg, self._items(enc, order), self._row_bucket,
                              max_row=self.max_row)
         return _calls_of([_finalize(r, 0) for r in rows], length, self.tokens_per_call,
                          self.max_batch)
@@ -725,7 +834,7 @@ class Scorer:
             items = [_Item(i, enc[i].prompt[p:], enc[i].options,
                            tuple(range(len(enc[i].options))), tuple(enc[i].label_ids.ravel()))
                      for i in idx]
-            rows, length = _pack(self.cfg, items, self._bucket,
+            rows, length = _pack(self.cfg, items, self._row_bucket,
                                  extra_keys=self._bucket(p) if p else 0, max_row=self.max_row)
             calls += _calls_of([_finalize(r, p) for r in rows], length, self.tokens_per_call,
                                self.max_batch, prefix=prefix if p else None)
@@ -780,6 +889,13 @@ class Scorer:
             self._prefixes.pop(next(iter(self._prefixes)))
 
     # -- execution
+
+    def _row_bucket(self, n: int) -> int:
+        """Packed rows: twice as many lengths per octave as single sequences (a packed row is
+        long and one length serves the whole plan, so finer steps cost few extra compiles)."""
+        if self.length_buckets is None:
+            return bucket_length(n, minimum=64, per_octave=2 * self.per_octave)
+        return self._bucket(n)
 
     def _bucket(self, n: int) -> int:
         if self.length_buckets is None:

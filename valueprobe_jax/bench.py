@@ -156,10 +156,11 @@ def _device_peak_bytes() -> int | None:
 
 
 def _abstract_params(cfg: Any) -> dict[str, Any]:
-    from valueprobe_jax.models.decoder import _nest  # noqa: PLC0415
+    from valueprobe_jax.models.decoder import nest_params  # noqa: PLC0415
     from valueprobe_jax.models.layers import param_shapes  # noqa: PLC0415
 
-    return _nest({k: jax.ShapeDtypeStruct(v, cfg.jnp_dtype) for k, v in param_shapes(cfg).items()})
+    return nest_params({k: jax.ShapeDtypeStruct(v, cfg.jnp_dtype)
+                        for k, v in param_shapes(cfg).items()})
 
 
 def _compiled(cfg: Any, key: tuple) -> Any:

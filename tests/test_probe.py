@@ -59,3 +59,15 @@ def test_rows_equal_across_strategies_and_are_canonical(smol, requests):
         # differs only through the prompt; the canonical index of the displayed option is kept
         assert len(r["p_seq"]) == len(b["p_seq"]) == len(order)
         assert r["labels"] == [b["labels"][i] for i in order]
+
+
+def test_a_call_does_not_depend_on_earlier_calls(smol, requests):
+    """Resumable sweeps need a chunk's numbers to be the same whether or not other chunks ran
+    before it in the process (cached prefixes must not leak across calls)."""
+    settings = ProbeSettings(methods=("token", "seq"), strategy="prefix_cache")
+    fresh = ProbeEngine(smol, settings).probe(requests[2:])
+    warm_engine = ProbeEngine(smol, settings)
+    warm_engine.probe(requests[:2])
+    warm = warm_engine.probe(requests[2:])
+    for a, b in zip(fresh, warm):
+        assert a["token_logits"] == b["token_logits"] and a["option_logprob"] == b["option_logprob"]

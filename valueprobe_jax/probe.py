@@ -144,6 +144,7 @@ class ProbeEngine:
         if not requests:
             return []
         rendered = [self.render(r.prompt) for r in requests]
+        self.scorer.forget_prefixes()  # a call's numbers must not depend on earlier calls
         scored = None
         if "token" in s.methods or "seq" in s.methods:
             reqs = [ScoreRequest(r.key, text, conts, list(r.prompt.labels))
@@ -213,6 +214,7 @@ class ProbeEngine:
             return []
         s = self.settings
         texts = [self.render_rating(r) for r in requests]
+        self.scorer.forget_prefixes()
         expected = self.scorer.rate([(r.key, t) for r, t in zip(requests, texts)],
                                     strategy=self.pick_strategy(texts))
         sp = SamplingParams(temperature=s.rating_temperature, max_new_tokens=s.rating_max_new_tokens,

@@ -757,6 +757,12 @@ class Scorer:
 
     # -- public API
 
+    def forget_prefixes(self) -> None:
+        """Drop the prefilled prefixes kept from earlier calls. A caller that needs results to
+        depend only on the current call (a resumable sweep: a chunk must give the same numbers
+        whether or not earlier chunks ran in this process) calls this first."""
+        self._prefixes.clear()
+
     def encode(self, requests: Sequence[ScoreRequest]) -> list[Encoded]:
         return [encode_request(self.tokenizer, r, add_special_tokens=self.add_special_tokens,
                                label_cache=self._labels) for r in requests]

@@ -175,7 +175,9 @@ def _xla_flops(compiled: Any) -> float | None:
     except Exception:  # noqa: BLE001 (backends without cost analysis)
         return None
     ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
-    return float(ca["flops"]) if ca and "flops" in ca else None
+    if ca is None:
+        return None
+    return float(ca.get("flops", 0.0))  # an empty analysis: nothing to count (e.g. 0 layers)
 
 
 def xla_costs(cfg: Any, shapes: dict[tuple, int]) -> dict[str, Any]:

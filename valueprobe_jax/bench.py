@@ -185,13 +185,14 @@ def xla_costs(cfg: Any, shapes: dict[tuple, int]) -> dict[str, Any]:
     often each ran; None where the backend does not report them.
 
     XLA counts a while loop's body once, so the scanned layers would appear as one layer: the
-    FLOPs are taken as X(0 layers) + L * (X(1 layer) - X(0 layers)), each X from XLA's analysis
-    of that shape compiled for the config with 0 and 1 layers (abstract weights)."""
+    FLOPs are taken as X(0) + L * (X(2) - X(0)), each X from XLA's analysis of that shape compiled
+    for the config with 0 and 2 layers (abstract weights): with 2 layers the scan stays a loop
+    whose body (one layer) is counted once; a 1-layer scan is inlined and partly pruned."""
     flops: float | None = 0.0
     peak: int | None = 0
     for key, calls in shapes.items():
         x0 = _xla_flops(_compiled(cfg.replace(num_layers=0), key))
-        x1 = _xla_flops(_compiled(cfg.replace(num_layers=1), key))
+        x1 = _xla_flops(_compiled(cfg.replace(num_layers=2), key))
         if flops is not None and x0 is not None and x1 is not None:
             flops += calls * (x0 + cfg.num_layers * (x1 - x0))
         else:

@@ -34,6 +34,7 @@ import numpy as np
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import KVCache, Params, forward
+from valueprobe_jax.sharding import jit_with_shardings
 
 # finish codes used inside the jitted loop
 _LENGTH, _EOS, _END_OF_TURN = 0, 1, 2
@@ -269,14 +270,6 @@ def decode(cfg: ModelConfig, max_new_tokens: int, params: Params, prompt_cache: 
     return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=steps)
 
 
-def _jit(fn: Callable, in_shardings: Any, out_shardings: Any) -> Callable:
-    kw = {}
-    if in_shardings is not None:
-        kw["in_shardings"] = in_shardings
-    if out_shardings is not None:
-        kw["out_shardings"] = out_shardings
-    return jax.jit(fn, **kw)
-
 
 @functools.lru_cache(maxsize=None)
 def _cached_fns(cfg: ModelConfig, max_new_tokens: int) -> tuple[Callable, Callable]:
@@ -286,13 +279,13 @@ def _cached_fns(cfg: ModelConfig, max_new_tokens: int) -> tuple[Callable, Callab
 def make_prefill_fn(cfg: ModelConfig, max_new_tokens: int, *, in_shardings: Any = None,
                     out_shardings: Any = None) -> Callable:
     """jit of ``(params, tokens [Bp, P], lengths [Bp]) -> (first_logits, KVCache)``."""
-    return _jit(functools.partial(prefill, cfg, max_new_tokens), in_shardings, out_shardings)
+    return jit_with_shardings(functools.partial(prefill, cfg, max_new_tokens), in_shardings, out_shardings)
 
 
 def make_decode_fn(cfg: ModelConfig, max_new_tokens: int, *, in_shardings: Any = None,
                    out_shardings: Any = None) -> Callable:
     """jit of ``decode`` with cfg and max_new_tokens bound; arguments as in ``decode``."""
-    return _jit(functools.partial(decode, cfg, max_new_tokens), in_shardings, out_shardings)
+    return jit_with_shardings(functools.partial(decode, cfg, max_new_tokens), in_shardings, out_shardings)
 
 
 # ----------------------------------------------------------------------------- the sampler

@@ -69,6 +69,7 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax.models.layers import KVCache, forward
+from valueprobe_jax.sharding import jit_with_shardings
 
 STRATEGIES = ("naive", "padded", "packed", "prefix_cache")
 
@@ -566,14 +567,6 @@ def _pack(cfg: ModelConfig, items: list[_Item], bucket: Callable[[int], int], *,
 
 # ============================================================================ jitted cores
 
-def _jit(fn: Callable, in_shardings: Any = None, out_shardings: Any = None) -> Callable:
-    kw = {}
-    if in_shardings is not None:
-        kw["in_shardings"] = in_shardings
-    if out_shardings is not None:
-        kw["out_shardings"] = out_shardings
-    return jax.jit(fn, **kw)
-
 
 def _count_trace(kind: str) -> None:
     TRACE_COUNTS[kind] = TRACE_COUNTS.get(kind, 0) + 1
@@ -614,7 +607,7 @@ def make_tree_core(cfg: ModelConfig, *, full_head: bool = False, in_shardings: A
             logits, _ = forward(cfg, params, tokens, positions, mask, logits_at=logits_at)
         return read_pairs(logits, pair_at, pair_tok)
 
-    return _jit(core, in_shardings, out_shardings)
+    return jit_with_shardings(core, in_shardings, out_shardings)
 
 
 def make_prefill_core(cfg: ModelConfig, *, in_shardings: Any = None,
@@ -633,7 +626,7 @@ def make_prefill_core(cfg: ModelConfig, *, in_shardings: Any = None,
                            cache=cache, cache_index=0, return_hidden=True)
         return cache
 
-    return _jit(core, in_shardings, out_shardings)
+    return jit_with_shardings(core, in_shardings, out_shardings)
 
 
 def make_cached_core(cfg: ModelConfig, *, in_shardings: Any = None,
@@ -661,7 +654,7 @@ def make_cached_core(cfg: ModelConfig, *, in_shardings: Any = None,
                             cache=cache, cache_index=p)
         return read_pairs(logits, pair_at, pair_tok)
 
-    return _jit(core, in_shardings, out_shardings)
+    return jit_with_shardings(core, in_shardings, out_shardings)
 
 
 @functools.lru_cache(maxsize=None)

@@ -332,6 +332,13 @@ def jit_sharded(fn: Callable, mesh: Mesh | None, *, in_shardings: Any = None,
     """
     if mesh is None:
         return jax.jit(fn, **jit_kwargs)
+    return jit_with_shardings(fn, in_shardings, out_shardings, **jit_kwargs)
+
+
+def jit_with_shardings(fn: Callable, in_shardings: Any = None, out_shardings: Any = None,
+                       **jit_kwargs: Any) -> Callable:
+    """``jax.jit`` passing only the shardings that are given (None = let XLA infer them); the
+    one place the scoring and sampling cores are jitted."""
     kw = dict(jit_kwargs)
     if in_shardings is not None:
         kw["in_shardings"] = in_shardings
@@ -340,7 +347,7 @@ def jit_sharded(fn: Callable, mesh: Mesh | None, *, in_shardings: Any = None,
     return jax.jit(fn, **kw)
 
 
-__all__ = ["MESH_AXES", "LOGICAL_RULES", "CACHE_AXES", "Fallback", "parse_mesh_spec", "make_mesh",
+__all__ = ["jit_with_shardings", "MESH_AXES", "LOGICAL_RULES", "CACHE_AXES", "Fallback", "parse_mesh_spec", "make_mesh",
            "mesh_shape", "mesh_spec_str", "logical_to_pspec", "param_pspecs", "param_shardings",
            "sharding_fallbacks", "logical_axes_of", "shard_params", "abstract_params", "replicated",
            "batch_pspec", "batch_sharding", "batch_shardings", "shard_batch", "cache_pspecs",

@@ -102,8 +102,11 @@ def sampler(model):
 def greedy(sampler, prompts):
     sp = SamplingParams(temperature=0.0, max_new_tokens=MAX_NEW, num_samples=1)
     out = sampler.generate(*prompts, sp)
-    st = sampler.last_stats  # the five prompts share a length bucket: one prefill, one decode
-    assert (st.prefill_calls, st.prefill_rows, st.decode_calls, st.decode_rows) == (1, 5, 1, 5)
+    st = sampler.last_stats  # the five prompts share a length bucket: prefilled as 4 + 1, one
+    # decode loop on 5 rows, which fed exactly the generated tokens after the first ones
+    assert (st.prefill_calls, st.prefill_rows, st.decode_calls, st.decode_rows) == (2, 5, 1, 5)
+    assert st.row_steps == st.tokens - 5
+    assert st.tokens == sum(len(g[0].token_ids) for g in out)
     return out
 
 
@@ -198,8 +201,9 @@ def test_first_token_frequencies_follow_softmax(model, hf, prompts):
     gens = s.generate([text], [key], SamplingParams(temperature=1.0, max_new_tokens=1,
                                                     num_samples=n, seed=5))[0]
     first = np.asarray([g.token_ids[0] for g in gens])
-    st = s.last_stats  # one prefill serves all 2000 samples, in 4 decode calls of 500 rows
-    assert (st.prefill_calls, st.decode_calls, st.live_rows, st.tokens) == (1, 4, n, n)
+    st = s.last_stats  # one prefill serves all 2000 samples; one token each needs no loop
+    assert (st.prefill_calls, st.decode_calls, st.live_rows, st.tokens, st.row_steps) == (
+        1, 1, n, n, 0)
     ids = torch.tensor([_ids(model.tokenizer, text)])
     with torch.no_grad():
         probs = torch.softmax(hf(ids, logits_to_keep=1).logits[0, -1].double(), -1).numpy()

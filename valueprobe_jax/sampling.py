@@ -1,17 +1,19 @@
 """Text generation for the *text* method: a jitted decode loop with a KV cache.
 
-The sampler owns the decode loop and its cache; the model (``models.forward``) knows nothing
-about prompts. Each prompt is prefilled once; its cache is then copied to the rows of its N
-samples inside the jitted decode function, which runs a ``jax.lax.while_loop`` that stops as soon
-as every row has emitted a stop token (EOS or the chat template's end-of-turn token) or reached
-``max_new_tokens``.
+The sampler owns the decode loop and its cache; the model (``models.forward`` for the prefill,
+``models.decode.decode_step`` for the loop) knows nothing about prompts or samples.
 
-Prompts are left-padded to a bucketed length P (slots ``P-n .. P-1`` hold a prompt of n tokens,
-positions are the true positions 0..n-1, padding is masked out), so every row writes its t-th new
-token at the same cache slot ``P + t`` and one scalar cache index serves the whole batch. Prompts
-are grouped by bucket, and every call for one bucket has the same batch shape, so jit compiles
-once per (prompt bucket, max_new_tokens, batch shape) and the padding a prompt gets never
-depends on the other prompts in its batch. Temperature, top-k and top-p are traced scalars.
+- Prefill: each prompt runs through the model once, left-padded to its length bucket P (slots
+  ``P-n .. P-1`` hold a prompt of n tokens at positions 0..n-1), in power-of-two batches, so jit
+  compiles once per (bucket, batch size) and no padding prompt is ever run.
+- Decode: up to ``max_prompts`` prompts (shortest first) share one ``jax.lax.while_loop``. Their
+  keys/values are held once (``SplitCache``: the N samples of a prompt read the same entry, no
+  copy per sample) and each of the ``max_batch`` rows holds only its own new tokens. The
+  (prompt, sample) pairs queue up; a row takes the next pair the step after its sample stops
+  (EOS, the template's end-of-turn token, or ``max_new_tokens``), so rows do not idle waiting
+  for the longest sample of a batch. When the queue is empty the busy rows move to loops with
+  half as many rows, down to 4, so a few long samples do not pay for idle rows either.
+  Temperature, top-k and top-p are traced scalars.
 
 Randomness: sample i of a prompt with key ``k`` uses
 ``fold_in(fold_in(key(seed), crc32(k)), i)``, folded once more with the step index at each
@@ -33,6 +35,7 @@ import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
+from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
 from valueprobe_jax.models.layers import KVCache, Params, forward
 from valueprobe_jax.sharding import jit_with_shardings
 
@@ -92,9 +95,12 @@ class Generation:
 
 @dataclasses.dataclass
 class SamplerStats:
-    """What one ``generate`` call did (for benchmarks and tests): every prompt is prefilled once,
-    decode calls run ``decode_steps`` loop steps in total over ``decode_rows`` rows (padding
-    included), of which ``live_rows`` were real samples that produced ``tokens`` tokens."""
+    """What one ``generate`` call did (for benchmarks and tests): every prompt is prefilled once
+    (``prefill_rows`` prompts in ``prefill_calls`` calls); ``decode_calls`` decode loops ran on
+    ``decode_rows`` rows in total for ``live_rows`` real samples. ``decode_steps`` counts sampling
+    steps (the first token, drawn from the prefill logits, then one per loop iteration);
+    ``row_steps`` the tokens fed through the model (rows busy with a live sample, summed over
+    loop iterations); ``tokens`` the tokens generated."""
 
     prompts: int = 0
     prefill_calls: int = 0
@@ -103,6 +109,7 @@ class SamplerStats:
     decode_rows: int = 0
     live_rows: int = 0
     decode_steps: int = 0
+    row_steps: int = 0
     tokens: int = 0
 
 
@@ -145,6 +152,25 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     return jnp.where(logits >= thresh, logits, -jnp.inf)
 
 
+def block_masses(logits: jax.Array, block: int = _BLOCK) -> tuple[jax.Array, jax.Array]:
+    """``logits [..., V]`` cut into blocks ``[..., nb, block]`` (padded with -inf) and each
+    block's log-mass ``[..., nb]``: the part of a two-level draw that does not depend on the key."""
+    v = logits.shape[-1]
+    nb = -(-v // block)
+    pad = [(0, 0)] * (logits.ndim - 1) + [(0, nb * block - v)]
+    x = jnp.pad(logits, pad, constant_values=-jnp.inf).reshape(*logits.shape[:-1], nb, block)
+    return x, jax.nn.logsumexp(x, axis=-1)  # -inf for a block of filtered / padding tokens
+
+
+def gumbel_draw(key: jax.Array, blocks: jax.Array, mass: jax.Array) -> jax.Array:
+    """The random half of ``two_level_gumbel_max``: blocks [nb, block], mass [nb] -> token."""
+    nb, block = blocks.shape
+    k_block, k_token = jax.random.split(key)
+    b = jnp.argmax(mass + jax.random.gumbel(k_block, (nb,)))
+    j = jnp.argmax(blocks[b] + jax.random.gumbel(k_token, (block,)))
+    return (b * block + j).astype(jnp.int32)
+
+
 def two_level_gumbel_max(key: jax.Array, logits: jax.Array, block: int = _BLOCK) -> jax.Array:
     """An exact draw from softmax(logits [V]) with Gumbel noise on ~2*sqrt(V) entries, not V.
 
@@ -155,137 +181,213 @@ def two_level_gumbel_max(key: jax.Array, logits: jax.Array, block: int = _BLOCK)
     Unlike inverse-CDF sampling (a float32 cumsum over V), an argmax flips only when the two best
     perturbed scores are within rounding noise, so draws do not change with the device layout.
     """
-    v = logits.shape[-1]
-    nb = -(-v // block)
-    x = jnp.pad(logits, (0, nb * block - v), constant_values=-jnp.inf).reshape(nb, block)
-    k_block, k_token = jax.random.split(key)
-    mass = jax.nn.logsumexp(x, axis=-1)  # -inf for a block of filtered / padding tokens
-    b = jnp.argmax(mass + jax.random.gumbel(k_block, (nb,)))
-    j = jnp.argmax(x[b] + jax.random.gumbel(k_token, (block,)))
-    return (b * block + j).astype(jnp.int32)
+    return gumbel_draw(key, *block_masses(logits, block))
+
+
+def _sampling_logits(logits: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                     top_p: jax.Array) -> jax.Array:
+    """Temperature, then top-k / top-p filtering (skipped at run time when both are off)."""
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    return jax.lax.cond((top_k > 0) | (top_p < 1.0),
+                        lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
+
+
+def _step_keys(keys: jax.Array, step: jax.Array) -> jax.Array:
+    """Fold each row's token index (a scalar for all rows, or one per row) into its key."""
+    steps = jnp.broadcast_to(jnp.asarray(step, jnp.uint32), keys.shape)
+    return jax.vmap(jax.random.fold_in)(keys, steps)
 
 
 def sample_step(logits: jax.Array, keys: jax.Array, step: jax.Array, temperature: jax.Array,
                 top_k: jax.Array, top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One token per row from [B, V] float32 logits. Returns (tokens [B], raw logprobs [B])."""
+    """One token per row from [B, V] float32 logits; ``step`` is the index of the token being
+    drawn (scalar or [B]). Returns (tokens [B], raw logprobs [B])."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    scaled = logits / jnp.maximum(temperature, 1e-6)
-    scaled = jax.lax.cond((top_k > 0) | (top_p < 1.0),
-                          lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
-    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, step)
-    sampled = jax.vmap(two_level_gumbel_max)(step_keys, scaled)
+    scaled = _sampling_logits(logits, temperature, top_k, top_p)
+    sampled = jax.vmap(two_level_gumbel_max)(_step_keys(keys, step), scaled)
     tok = jnp.where(temperature > 0, sampled, greedy)
     return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
 
-def prefill(cfg: ModelConfig, max_new_tokens: int, params: Params, tokens: jax.Array,
+def sample_first(logits: jax.Array, pair_prompt: jax.Array, keys: jax.Array,
+                 temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+    """Token 0 of every (prompt, sample) pair from the prompts' logits [Np, V].
+
+    Identical to ``sample_step`` on each pair's own copy of its prompt's logits, but the
+    softmax, filters and block masses are computed once per prompt, so thousands of samples of
+    one prompt never materialise thousands of vocabulary-sized rows.
+    """
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    blocks, mass = block_masses(_sampling_logits(logits, temperature, top_k, top_p))
+    draw = jax.vmap(lambda k, p: gumbel_draw(k, blocks[p], mass[p]))
+    sampled = draw(_step_keys(keys, 0), pair_prompt)
+    tok = jnp.where(temperature > 0, sampled, jnp.take(greedy, pair_prompt))
+    return tok, logp[pair_prompt, tok]
+
+
+def prefill(cfg: ModelConfig, params: Params, tokens: jax.Array,
             lengths: jax.Array) -> tuple[jax.Array, KVCache]:
     """Run left-padded prompts [Bp, P] (true lengths [Bp]) through the model once.
 
-    Returns the next-token logits [Bp, V] and a cache of capacity P + max_new_tokens holding the
-    prompt keys in slots 0..P-1.
+    Returns the next-token logits [Bp, V] and the prompts' cache (P slots; a prompt of n tokens
+    fills slots P-n..P-1 at positions 0..n-1).
     """
     bp, p = tokens.shape
     start = p - lengths[:, None]  # first real slot of each row
     t = jnp.arange(p)[None, :]
     valid = t >= start
     positions = jnp.where(valid, t - start, 0).astype(jnp.int32)
-    s = jnp.arange(p + max_new_tokens)[None, None, :]
-    mask = (s <= t[:, :, None]) & (s >= start[:, :, None])
-    cache = KVCache.zeros(cfg, bp, p + max_new_tokens)
+    mask = (t[:, None, :] <= t[:, :, None]) & (t[:, None, :] >= start[:, :, None])
+    cache = KVCache.zeros(cfg, bp, p)
     logits_at = jnp.full((bp, 1), p - 1, jnp.int32)
     logits, cache = forward(cfg, params, tokens, positions, mask, logits_at=logits_at,
                             cache=cache, cache_index=0)
     return logits[:, 0], cache
 
 
-def decode(cfg: ModelConfig, max_new_tokens: int, params: Params, prompt_cache: KVCache,
-           first_logits: jax.Array, lengths: jax.Array, row_prompt: jax.Array,
-           row_hash: jax.Array, row_sample: jax.Array, row_live: jax.Array, seed: jax.Array,
+def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
+           params: Params, prompt_cache: KVCache, first_logits: jax.Array, lengths: jax.Array,
+           prompt_hash: jax.Array, prompt_live: jax.Array, seed: jax.Array,
            temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, stop_ids: jax.Array,
-           stop_codes: jax.Array) -> dict[str, jax.Array]:
-    """Sample up to ``max_new_tokens`` tokens for B rows, each continuing prompt ``row_prompt``.
+           stop_codes: jax.Array, *, gen_sharding: Any = None) -> dict[str, jax.Array]:
+    """Sample ``num_samples`` continuations of each of Np prefilled prompts on ``rows`` rows.
 
-    prompt_cache/first_logits/lengths come from ``prefill`` (one entry per prompt); row_* are [B]
-    (prompt index, 32-bit key hash, sample index, and whether the row is real or batch padding).
-    Returns tokens [B, max_new_tokens] (0 after a row stops), logprobs, n_tokens [B],
-    finish [B] (0 length, 1 eos, 2 end-of-turn) and steps (tokens sampled per row before the
-    loop exited: below max_new_tokens when every row stopped early).
+    prompt_cache/first_logits/lengths come from ``prefill``; prompt_hash [Np] is the 32-bit key
+    hash of each prompt, prompt_live [Np] False for batch padding. Pair j = (prompt j // n,
+    sample j % n). Continuous batching: the pairs still running after their first token queue
+    up, each row takes the next pair the step after its sample stops, and the loop ends when the
+    queue is empty and every row has stopped — so a step's cost goes to live samples, not to rows
+    waiting for the longest sample of their batch. Returns, per pair, tokens [NP, max_new_tokens]
+    (0 after the sample stops), logprobs, n_tokens, finish (0 length, 1 eos, 2 end-of-turn);
+    ``steps`` (loop iterations) and ``row_steps`` (tokens fed through the model).
     """
-    b = row_prompt.shape[0]
-    s_cap = prompt_cache.k.shape[2]
-    p = s_cap - max_new_tokens
+    n, g_cap = num_samples, max_new_tokens
+    n_pairs = lengths.shape[0] * n
+    pair_prompt = jnp.arange(n_pairs, dtype=jnp.int32) // n
+    pair_sample = (jnp.arange(n_pairs) % n).astype(jnp.uint32)
     base = jax.random.key(seed)
     keys = jax.vmap(lambda h, i: jax.random.fold_in(jax.random.fold_in(base, h), i))(
-        row_hash, row_sample)
-    lens = jnp.take(lengths, row_prompt)
+        jnp.take(prompt_hash, pair_prompt), pair_sample)
+    live = jnp.take(prompt_live, pair_prompt)
 
     def stop_code(tok):
         hit = tok[:, None] == stop_ids[None, :]
         return jnp.max(jnp.where(hit, stop_codes[None, :], _LENGTH), axis=-1)
 
-    tok0, lp0 = sample_step(jnp.take(first_logits, row_prompt, axis=0), keys, jnp.uint32(0),
-                            temperature, top_k, top_p)
-    out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok0)
-    lps = jnp.zeros((b, max_new_tokens), jnp.float32).at[:, 0].set(lp0)
-    code = stop_code(tok0)
-    done = (~row_live) | (code != _LENGTH)
-    finish = jnp.where(row_live, code, _LENGTH)
-    n_tok = jnp.where(row_live, 1, 0).astype(jnp.int32)
-    result = dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=jnp.int32(1))
-    if max_new_tokens == 1:  # no loop: the cache copy below is never traced
+    tok0, lp0 = sample_first(first_logits, pair_prompt, keys, temperature, top_k, top_p)
+    out = jnp.zeros((n_pairs, g_cap), jnp.int32).at[:, 0].set(tok0)
+    lps = jnp.zeros((n_pairs, g_cap), jnp.float32).at[:, 0].set(lp0)
+    code0 = stop_code(tok0)
+    finish = jnp.where(live, code0, _LENGTH)
+    n_tok = jnp.where(live, 1, 0).astype(jnp.int32)
+    result = dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish,
+                  steps=jnp.int32(0), row_steps=jnp.int32(0))
+    if g_cap == 1:  # no loop: nothing below is traced
         return result
 
-    cache = KVCache(jnp.take(prompt_cache.k, row_prompt, axis=1),
-                    jnp.take(prompt_cache.v, row_prompt, axis=1),
-                    jnp.take(prompt_cache.pos, row_prompt, axis=0))
-    slots = jnp.arange(s_cap)[None, None, :]
-    first_slot = (p - lens)[:, None, None]
+    # the queue: pairs that need more tokens, in pair order
+    need = live & (code0 == _LENGTH)
+    queue = jnp.argsort(~need, stable=True).astype(jnp.int32)
+    n_queue = jnp.sum(need).astype(jnp.int32)
+    pk, pv = prompt_part(prompt_cache)
+    gk, gv = empty_generated(cfg, rows, g_cap - 1)
+    if gen_sharding is not None:
+        gk = jax.lax.with_sharding_constraint(gk, gen_sharding)
+        gv = jax.lax.with_sharding_constraint(gv, gen_sharding)
 
-    def cond(c):
-        step, done = c[0], c[-1]
-        return (step < max_new_tokens) & ~jnp.all(done)
+    def refill(row_pair, row_t, nxt):
+        free = row_pair < 0
+        cand = nxt + jnp.cumsum(free) - 1
+        ok = free & (cand < n_queue)
+        row_pair = jnp.where(ok, jnp.take(queue, jnp.minimum(cand, n_pairs - 1)), row_pair)
+        return row_pair, jnp.where(ok, 1, row_t), nxt + jnp.sum(ok).astype(jnp.int32)
 
     def body(c):
-        step, last, cache, out, lps, n_tok, finish, done = c
-        slot = p + step - 1  # where the previous token is written
-        positions = (lens + step - 1)[:, None].astype(jnp.int32)
-        mask = (slots >= first_slot) & (slots <= slot)
-        logits, cache = forward(cfg, params, last[:, None], positions, mask, cache=cache,
-                                cache_index=slot)
-        tok, lp = sample_step(logits[:, 0], keys, step.astype(jnp.uint32), temperature,
-                              top_k, top_p)
-        tok = jnp.where(done, 0, tok)
-        out = out.at[:, step].set(tok)
-        lps = lps.at[:, step].set(jnp.where(done, 0.0, lp))
+        steps, row_steps, row_pair, row_t, nxt, gk, gv, out, lps, n_tok, finish = c
+        active = row_pair >= 0
+        pair = jnp.maximum(row_pair, 0)
+        t = row_t  # tokens this sample has; the last one is fed now and its key/value stored
+        logits, k_new, v_new = decode_step(
+            cfg, params, out[pair, t - 1], jnp.take(pair_prompt, pair), t - 1,
+            SplitCache(pk, pv, lengths, gk, gv))
+        ar = jnp.arange(row_pair.shape[0])
+        gk = gk.at[:, ar, :, :, t - 1].set(k_new.transpose(1, 0, 2, 3))
+        gv = gv.at[:, ar, :, t - 1].set(v_new.transpose(1, 0, 2, 3))
+        tok, lp = sample_step(logits, jnp.take(keys, pair, axis=0), t, temperature, top_k,
+                              top_p)
         code = stop_code(tok)
-        finish = jnp.where(done, finish, code)
-        n_tok = jnp.where(done, n_tok, step + 1)
-        done = done | (code != _LENGTH)
-        return step + 1, tok, cache, out, lps, n_tok, finish, done
+        dst = jnp.where(active, pair, n_pairs)  # out of range: dropped
+        out = out.at[dst, t].set(tok, mode="drop")
+        lps = lps.at[dst, t].set(lp, mode="drop")
+        n_tok = n_tok.at[dst].set(t + 1, mode="drop")
+        finish = finish.at[dst].set(code, mode="drop")
+        stopped = active & ((code != _LENGTH) | (t + 1 >= g_cap))
+        row_pair, row_t, nxt = refill(jnp.where(stopped, -1, row_pair), t + 1, nxt)
+        return (steps + 1, row_steps + jnp.sum(active).astype(jnp.int32), row_pair, row_t, nxt,
+                gk, gv, out, lps, n_tok, finish)
 
-    init = (jnp.int32(1), tok0, cache, out, lps, n_tok, finish, done)
-    steps, _, _, out, lps, n_tok, finish, _ = jax.lax.while_loop(cond, body, init)
-    return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=steps)
+    row_pair, row_t, nxt = refill(jnp.full((rows,), -1, jnp.int32),
+                                  jnp.ones((rows,), jnp.int32), jnp.int32(0))
+    state = (jnp.int32(0), jnp.int32(0), row_pair, row_t, nxt, gk, gv, out, lps, n_tok, finish)
+    # Phases: once the queue is empty and few rows are still busy (the long samples), the busy
+    # rows move to a loop with half the rows, so the tail does not pay for idle rows.
+    phases = _row_phases(rows)
+    for i, r in enumerate(phases):
+        if i:
+            keep = jnp.argsort(state[2] < 0, stable=True)[:r]  # busy rows first
+            state = state[:2] + (state[2][keep], state[3][keep], state[4],
+                                 state[5][:, keep], state[6][:, keep]) + state[7:]
+        smaller = phases[i + 1] if i + 1 < len(phases) else 0
 
+        def cond(c, smaller=smaller):
+            busy = jnp.sum(c[2] >= 0)
+            return (busy > 0) & ((c[4] < n_queue) | (busy > smaller))
+
+        state = jax.lax.while_loop(cond, body, state)
+    steps, row_steps, _, _, _, _, _, out, lps, n_tok, finish = state
+    return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=steps,
+                row_steps=row_steps)
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_fns(cfg: ModelConfig, max_new_tokens: int) -> tuple[Callable, Callable]:
-    return make_prefill_fn(cfg, max_new_tokens), make_decode_fn(cfg, max_new_tokens)
+def _cached_prefill(cfg: ModelConfig) -> Callable:
+    return make_prefill_fn(cfg)
 
 
-def make_prefill_fn(cfg: ModelConfig, max_new_tokens: int, *, in_shardings: Any = None,
+@functools.lru_cache(maxsize=None)
+def _cached_decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int) -> Callable:
+    return make_decode_fn(cfg, max_new_tokens, num_samples, rows)
+
+
+def make_prefill_fn(cfg: ModelConfig, *, in_shardings: Any = None,
                     out_shardings: Any = None) -> Callable:
     """jit of ``(params, tokens [Bp, P], lengths [Bp]) -> (first_logits, KVCache)``."""
-    return jit_with_shardings(functools.partial(prefill, cfg, max_new_tokens), in_shardings, out_shardings)
+    return jit_with_shardings(functools.partial(prefill, cfg), in_shardings, out_shardings)
 
 
-def make_decode_fn(cfg: ModelConfig, max_new_tokens: int, *, in_shardings: Any = None,
-                   out_shardings: Any = None) -> Callable:
-    """jit of ``decode`` with cfg and max_new_tokens bound; arguments as in ``decode``."""
-    return jit_with_shardings(functools.partial(decode, cfg, max_new_tokens), in_shardings, out_shardings)
+def make_decode_fn(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int, *,
+                   in_shardings: Any = None, out_shardings: Any = None,
+                   gen_sharding: Any = None) -> Callable:
+    """jit of ``decode`` with cfg, max_new_tokens, num_samples and rows bound."""
+    fn = functools.partial(decode, cfg, max_new_tokens, num_samples, rows,
+                           gen_sharding=gen_sharding)
+    return jit_with_shardings(fn, in_shardings, out_shardings)
+
+
+def _row_phases(rows: int, shrink: int = 2, smallest: int = 4) -> list[int]:
+    """Row counts of the decode loop's phases: 64 -> [64, 32, 16, 8, 4]."""
+    out = [rows]
+    while out[-1] // shrink >= smallest:
+        out.append(out[-1] // shrink)
+    return out
+
+
+def _power_of_two_parts(n: int) -> list[int]:
+    """``n`` as a sum of distinct powers of two, largest first (13 -> [8, 4, 1])."""
+    return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
 
 
 # ----------------------------------------------------------------------------- the sampler
@@ -297,20 +399,25 @@ class Sampler:
     ``end_of_turn``: strings whose single-token ids end a sample; by default the ChatML / Llama-3 /
     Gemma / Mistral end-of-turn markers that the tokenizer knows as one token. The tokenizer's
     ``eos_token_id`` always stops (reported as "eos" unless it is also an end-of-turn token).
-    ``max_batch``: rows (prompt x sample) per decode call; bounds memory (each row holds a KV
-    cache copy of its prompt).
+    ``max_batch``: rows of the decode loop (samples in flight at once; each holds keys/values
+    for its own new tokens only). ``max_prompts``: prompts per decode call (their keys/values
+    are held once, shared by their samples); more prompts per call keep the rows busy longer
+    before the queue drains.
     """
 
     DEFAULT_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
     def __init__(self, cfg: ModelConfig, params: Params, tokenizer: Any, *,
                  stop_token_ids: Sequence[int] | None = None,
-                 end_of_turn: Sequence[str] | None = None, max_batch: int = 40,
-                 mesh: Any = None, add_special_tokens: bool = False):
+                 end_of_turn: Sequence[str] | None = None, max_batch: int = 64,
+                 max_prompts: int = 32, mesh: Any = None, add_special_tokens: bool = False):
         if max_batch < 1:
             raise InputError(f"max_batch: must be >= 1, got {max_batch}")
+        if max_prompts < 1:
+            raise InputError(f"max_prompts: must be >= 1, got {max_prompts}")
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.max_batch = max_batch
+        self.max_prompts = 1 << (max_prompts.bit_length() - 1)  # a power of two
         self.mesh = mesh
         if mesh is not None:
             from valueprobe_jax import sharding as sh  # noqa: PLC0415
@@ -331,48 +438,73 @@ class Sampler:
         for t in stop_token_ids or ():
             codes[int(t)] = _END_OF_TURN
         self.stop_codes = codes
-        self._fns: dict[tuple[int, ...], tuple[Callable, Callable]] = {}
+        self._fns: dict[tuple[Any, ...], Callable] = {}
         self.last_stats = SamplerStats()
 
     # -- compiled functions
 
-    def _functions(self, max_new_tokens: int, prompts: int, rows: int,
-                   p: int) -> tuple[Callable, Callable]:
+    def _prefill_fn(self, prompts: int, p: int) -> Callable:
         if self.mesh is None:
-            return _cached_fns(self.cfg, max_new_tokens)
-        key = (max_new_tokens, prompts, rows, p)
+            return _cached_prefill(self.cfg)
+        key = ("prefill", prompts, p)
         if key not in self._fns:
-            self._fns[key] = self._sharded_fns(*key)
+            from valueprobe_jax import sharding as sh  # noqa: PLC0415 (only needed with a mesh)
+
+            self._fns[key] = make_prefill_fn(
+                self.cfg, in_shardings=(sh.param_shardings(self.cfg, self.mesh),
+                                        self._batch(prompts, p), self._batch(prompts)),
+                out_shardings=(self._vocab_rows(prompts), self._prompt_cache(prompts, p)))
         return self._fns[key]
 
-    def _sharded_fns(self, max_new_tokens: int, prompts: int, rows: int,
-                     p: int) -> tuple[Callable, Callable]:
-        """Prefill/decode pinned to ``self.mesh``: parameters by their logical axes, prompts and
-        sample rows over the batch axes (data, fsdp), the cache's kv heads over tensor."""
-        from valueprobe_jax import sharding as sh  # noqa: PLC0415 (only needed with a mesh)
+    def _decode_fn(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
+                   p: int) -> Callable:
+        if self.mesh is None:
+            return _cached_decode(self.cfg, max_new_tokens, num_samples, rows)
+        key = ("decode", max_new_tokens, num_samples, rows, prompts, p)
+        if key not in self._fns:
+            self._fns[key] = self._sharded_decode(*key[1:])
+        return self._fns[key]
+
+    def _batch(self, *shape: int) -> Any:
+        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+
+        return sh.batch_sharding(self.mesh, shape)
+
+    def _vocab_rows(self, b: int) -> Any:
+        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+
+        return jax.sharding.NamedSharding(self.mesh, sh.logical_to_pspec(
+            ("batch", "vocab"), (b, self.cfg.vocab_size), self.mesh)[0])
+
+    def _prompt_cache(self, prompts: int, p: int) -> Any:
+        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+
+        return sh.cache_shardings(self.cfg, self.mesh, prompts, p)
+
+    def _sharded_decode(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
+                        p: int) -> Callable:
+        """The decode loop pinned to ``self.mesh``: parameters by their logical axes, prompts,
+        pairs and the rows' generated keys/values over the batch axes (data, fsdp), kv heads
+        over tensor."""
+        from valueprobe_jax import sharding as sh  # noqa: PLC0415
 
         mesh, cfg = self.mesh, self.cfg
-        ps = sh.param_shardings(cfg, mesh)
         rep = sh.replicated(mesh)
-
-        def batch(*shape: int):
-            return sh.batch_sharding(mesh, shape)
-
-        def vocab_rows(b: int):
-            return jax.sharding.NamedSharding(mesh, sh.logical_to_pspec(
-                ("batch", "vocab"), (b, cfg.vocab_size), mesh)[0])
-
-        cache = sh.cache_shardings(cfg, mesh, prompts, p + max_new_tokens)
-        prefill_fn = make_prefill_fn(
-            cfg, max_new_tokens, in_shardings=(ps, batch(prompts, p), batch(prompts)),
-            out_shardings=(vocab_rows(prompts), cache))
-        r, m = batch(rows), batch(rows, max_new_tokens)
-        decode_fn = make_decode_fn(
-            cfg, max_new_tokens,
-            in_shardings=(ps, cache, vocab_rows(prompts), batch(prompts), r, r, r, r,
-                          rep, rep, rep, rep, rep, rep),
-            out_shardings=dict(tokens=m, logprobs=m, n_tokens=r, finish=r, steps=rep))
-        return prefill_fn, decode_fn
+        gen_shape = (cfg.num_layers, rows, cfg.num_kv_heads, max(1, max_new_tokens - 1),
+                     cfg.head_dim)
+        gen = jax.sharding.NamedSharding(mesh, sh.logical_to_pspec(
+            ("layers", "cache_batch", "kv_heads", "cache_sequence", "head_dim"), gen_shape,
+            mesh)[0])
+        pairs = prompts * num_samples
+        per_pair, tokens = self._batch(pairs), self._batch(pairs, max_new_tokens)
+        return make_decode_fn(
+            cfg, max_new_tokens, num_samples, rows,
+            in_shardings=(sh.param_shardings(cfg, mesh), self._prompt_cache(prompts, p),
+                          self._vocab_rows(prompts), self._batch(prompts), self._batch(prompts),
+                          self._batch(prompts), rep, rep, rep, rep, rep, rep),
+            out_shardings=dict(tokens=tokens, logprobs=tokens, n_tokens=per_pair,
+                               finish=per_pair, steps=rep, row_steps=rep),
+            gen_sharding=gen)
 
     # -- public API
 
@@ -396,23 +528,17 @@ class Sampler:
                                  f"exceed the model's {self.cfg.max_position_embeddings} positions")
         results: list[list[Generation | None]] = [[None] * sp.num_samples for _ in prompts]
         self.last_stats = SamplerStats(prompts=len(prompts))
-        by_bucket: dict[int, list[int]] = {}
-        for i in sorted(range(len(prompts)), key=lambda i: len(token_lists[i])):
-            by_bucket.setdefault(prompt_bucket(len(token_lists[i])), []).append(i)
-        for bucket, idx in by_bucket.items():
-            self._run_bucket(bucket, idx, token_lists, keys, sp, results)
+        order = sorted(range(len(prompts)), key=lambda i: len(token_lists[i]))
+        for c in range(0, len(order), self.max_prompts):
+            self._run_group(order[c:c + self.max_prompts], token_lists, keys, sp, results)
         return results  # type: ignore[return-value]
 
-    def _run_bucket(self, p: int, idx: list[int], token_lists: list[list[int]],
-                    keys: Sequence[str], sp: SamplingParams,
-                    results: list[list[Generation | None]]) -> None:
+    def _run_group(self, group: list[int], token_lists: list[list[int]],
+                   keys: Sequence[str], sp: SamplingParams,
+                   results: list[list[Generation | None]]) -> None:
+        """One decode call for up to ``max_prompts`` prompts (shortest first), all their samples
+        sharing the rows of one continuous-batching loop."""
         n = sp.num_samples
-        # prompts per prefill: as many as fit max_batch sample rows, but no more than this bucket
-        # has (rounded up to a power of two, so few shapes compile) — a lone prompt is not
-        # prefilled 40 times over
-        per_call = max(1, min(self.max_batch // n, 1 << (len(idx) - 1).bit_length()))
-        rows = per_call * n if n <= self.max_batch else self.max_batch
-        prefill_fn, decode_fn = self._functions(sp.max_new_tokens, per_call, rows, p)
         # stop tables padded to a multiple of 8 entries so their shape rarely changes the jit key
         width = 8 * max(1, -(-len(self.stop_codes) // 8))
         stop_ids = np.full((width,), -1, np.int32)
@@ -421,40 +547,71 @@ class Sampler:
         stop_codes[:len(self.stop_codes)] = list(self.stop_codes.values())
         scalars = (np.uint32(sp.seed), np.float32(sp.temperature), np.int32(sp.top_k),
                    np.float32(sp.top_p))
-        for c in range(0, len(idx), per_call):
-            chunk = idx[c:c + per_call]
-            padded = chunk + [chunk[-1]] * (per_call - len(chunk))
-            toks = np.zeros((per_call, p), np.int32)
-            lens = np.zeros((per_call,), np.int32)
-            for j, i in enumerate(padded):
-                t = token_lists[i]
-                toks[j, p - len(t):] = t
-                lens[j] = len(t)
-            first_logits, cache = prefill_fn(self.params, toks, lens)
-            st = self.last_stats
-            st.prefill_calls += 1
-            st.prefill_rows += per_call
-            # (prompt slot, sample) pairs of this chunk, cut into decode calls of `rows` rows
-            pairs = [(j, s) for j in range(len(chunk)) for s in range(n)]
-            for r in range(0, len(pairs), rows):
-                part = pairs[r:r + rows]
-                live = np.zeros((rows,), bool)
-                live[:len(part)] = True
-                part = part + [part[-1]] * (rows - len(part))
-                row_prompt = np.asarray([j for j, _ in part], np.int32)
-                row_sample = np.asarray([s for _, s in part], np.uint32)
-                row_hash = np.asarray([stable_hash(keys[chunk[j]]) for j, _ in part], np.uint32)
-                out = decode_fn(self.params, cache, first_logits, lens, row_prompt, row_hash,
-                                row_sample, live, *scalars, stop_ids, stop_codes)
-                out = jax.device_get(out)
-                st.decode_calls += 1
-                st.decode_rows += rows
-                st.live_rows += int(live.sum())
-                st.decode_steps += int(out["steps"])
-                st.tokens += int(out["n_tokens"][live].sum())
-                for q, (j, s) in enumerate(part):
-                    if live[q]:
-                        results[chunk[j]][s] = self._to_generation(out, q)
+        slots = 1 << (len(group) - 1).bit_length()  # prompts in the decode call
+        rows = min(self.max_batch, slots * n)
+        p = prompt_bucket(max(len(token_lists[i]) for i in group))
+        lens = np.zeros((slots,), np.int32)
+        hashes = np.zeros((slots,), np.uint32)
+        live = np.zeros((slots,), bool)
+        for j, i in enumerate(group):
+            lens[j], hashes[j], live[j] = len(token_lists[i]), stable_hash(keys[i]), True
+        first_logits, cache = self._prefill_group([token_lists[i] for i in group], slots, p)
+        out = self._decode_fn(sp.max_new_tokens, n, rows, slots, p)(
+            self.params, cache, first_logits, lens, hashes, live, *scalars, stop_ids, stop_codes)
+        out = jax.device_get(out)
+        st = self.last_stats
+        st.decode_calls += 1
+        st.decode_rows += rows
+        st.live_rows += len(group) * n
+        st.decode_steps += int(out["steps"]) + 1
+        st.row_steps += int(out["row_steps"])
+        st.tokens += int(out["n_tokens"].sum())
+        for j, i in enumerate(group):
+            for s_ in range(n):
+                results[i][s_] = self._to_generation(out, j * n + s_)
+
+    def _prefill_group(self, group: list[list[int]], slots: int,
+                       p: int) -> tuple[Any, KVCache]:
+        """Prefill the prompts of one decode call, by length bucket in power-of-two batches (no
+        padding prompts are run, no prompt is padded beyond its own bucket), then lay their
+        caches out left-padded to ``p`` slots as ``slots`` prompt entries (the rest zero)."""
+        st = self.last_stats
+        logits, ks, vs = [], [], []
+        start = 0
+        while start < len(group):
+            b = prompt_bucket(len(group[start]))
+            end = start
+            while end < len(group) and prompt_bucket(len(group[end])) == b:
+                end += 1
+            for size in _power_of_two_parts(end - start):
+                toks = np.zeros((size, b), np.int32)
+                lens = np.zeros((size,), np.int32)
+                for j, t in enumerate(group[start:start + size]):
+                    toks[j, b - len(t):] = t
+                    lens[j] = len(t)
+                lg, cache = self._prefill_fn(size, b)(self.params, toks, lens)
+                widen = ((0, 0), (0, 0), (p - b, 0), (0, 0), (0, 0))
+                logits.append(lg)
+                ks.append(jnp.pad(cache.k, widen) if b < p else cache.k)
+                vs.append(jnp.pad(cache.v, widen) if b < p else cache.v)
+                start += size
+                st.prefill_calls += 1
+                st.prefill_rows += size
+        if slots > len(group):
+            pad = slots - len(group)
+            logits.append(jnp.zeros((pad,) + logits[0].shape[1:], logits[0].dtype))
+            ks.append(jnp.zeros((ks[0].shape[0], pad) + ks[0].shape[2:], ks[0].dtype))
+            vs.append(jnp.zeros((vs[0].shape[0], pad) + vs[0].shape[2:], vs[0].dtype))
+        pos = jnp.zeros((slots, p), jnp.int32)  # unused by decode: positions follow lengths
+        if len(logits) == 1:
+            first, cache = logits[0], KVCache(ks[0], vs[0], pos)
+        else:
+            first = jnp.concatenate(logits, axis=0)
+            cache = KVCache(jnp.concatenate(ks, axis=1), jnp.concatenate(vs, axis=1), pos)
+        if self.mesh is not None:
+            first = jax.device_put(first, self._vocab_rows(slots))
+            cache = jax.device_put(cache, self._prompt_cache(slots, p))
+        return first, cache
 
     def _to_generation(self, out: dict[str, np.ndarray], row: int) -> Generation:
         m = int(out["n_tokens"][row])

@@ -197,11 +197,9 @@ def attention(cfg: ModelConfig, q: jax.Array, k: jax.Array, v: jax.Array, mask: 
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-def _block(cfg: ModelConfig, lp: Params, x: jax.Array, positions: jax.Array, mask: jax.Array,
-           layer_cache: tuple[jax.Array, jax.Array] | None, cache_pos: jax.Array | None,
-           cache_index: jax.Array | None, inv_freq: jax.Array | None):
-    """One decoder layer. Returns the new hidden state and the (possibly updated) layer cache."""
-    h_in = norm(x, lp["attn_norm_scale"], lp.get("attn_norm_bias"), cfg.norm, cfg.norm_eps)
+def project_qkv(cfg: ModelConfig, lp: Params, h_in: jax.Array, positions: jax.Array,
+                inv_freq: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Queries [B,T,H,D], keys and values [B,T,KV,D] of normed hidden states (RoPE applied)."""
     q = jnp.einsum("bte,ehd->bthd", h_in, lp["wq"])
     k = jnp.einsum("bte,ehd->bthd", h_in, lp["wk"])
     v = jnp.einsum("bte,ehd->bthd", h_in, lp["wv"])
@@ -210,16 +208,13 @@ def _block(cfg: ModelConfig, lp: Params, x: jax.Array, positions: jax.Array, mas
     if cfg.position == "rope":
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
-    if layer_cache is not None:
-        ck, cv = layer_cache
-        ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
-        cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
-        keys, values, k_pos = ck, cv, cache_pos
-        new_cache = (ck, cv)
-    else:
-        keys, values, k_pos = k, v, positions
-        new_cache = None
-    attn = attention(cfg, q, keys, values, mask, positions, k_pos)
+    return q, k, v
+
+
+def block_output(cfg: ModelConfig, lp: Params, x: jax.Array, h_in: jax.Array,
+                 attn: jax.Array) -> jax.Array:
+    """The rest of a layer after attention: output projection, residual, MLP (serial or
+    parallel block)."""
     attn_out = jnp.einsum("bthd,hde->bte", attn, lp["wo"])
     if cfg.out_bias:
         attn_out = attn_out + lp["bo"]
@@ -236,11 +231,28 @@ def _block(cfg: ModelConfig, lp: Params, x: jax.Array, positions: jax.Array, mas
         return out + lp["b_down"] if cfg.mlp_bias else out
 
     if cfg.parallel_block:
-        x = x + attn_out + mlp(h_in)
+        return x + attn_out + mlp(h_in)
+    x = x + attn_out
+    return x + mlp(norm(x, lp["mlp_norm_scale"], lp.get("mlp_norm_bias"), cfg.norm, cfg.norm_eps))
+
+
+def _block(cfg: ModelConfig, lp: Params, x: jax.Array, positions: jax.Array, mask: jax.Array,
+           layer_cache: tuple[jax.Array, jax.Array] | None, cache_pos: jax.Array | None,
+           cache_index: jax.Array | None, inv_freq: jax.Array | None):
+    """One decoder layer. Returns the new hidden state and the (possibly updated) layer cache."""
+    h_in = norm(x, lp["attn_norm_scale"], lp.get("attn_norm_bias"), cfg.norm, cfg.norm_eps)
+    q, k, v = project_qkv(cfg, lp, h_in, positions, inv_freq)
+    if layer_cache is not None:
+        ck, cv = layer_cache
+        ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
+        cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+        keys, values, k_pos = ck, cv, cache_pos
+        new_cache = (ck, cv)
     else:
-        x = x + attn_out
-        x = x + mlp(norm(x, lp["mlp_norm_scale"], lp.get("mlp_norm_bias"), cfg.norm, cfg.norm_eps))
-    return x, new_cache
+        keys, values, k_pos = k, v, positions
+        new_cache = None
+    attn = attention(cfg, q, keys, values, mask, positions, k_pos)
+    return block_output(cfg, lp, x, h_in, attn), new_cache
 
 
 def forward(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,

@@ -304,9 +304,9 @@ def generation_flops(cfg: Any, n_prompt: int, lengths: Sequence[int]) -> float:
 
 
 def our_generate(model: Any, prompts: Sequence[str], keys: Sequence[str], *, samples: int,
-                 max_new_tokens: int) -> tuple[float, float, list[list[int]]]:
+                 max_new_tokens: int) -> tuple[float, float, list[list[int]], dict[str, int]]:
     """``sampling.Sampler``: a cold call (compiles), then a timed warm call. Returns (seconds,
-    cold seconds, generated lengths per prompt)."""
+    cold seconds, generated lengths per prompt, the warm call's ``SamplerStats``)."""
     from valueprobe_jax.sampling import Sampler, SamplingParams  # noqa: PLC0415
 
     sampler = Sampler(model.cfg, model.params, model.tokenizer)
@@ -317,7 +317,8 @@ def our_generate(model: Any, prompts: Sequence[str], keys: Sequence[str], *, sam
     t0 = time.perf_counter()
     gens = sampler.generate(prompts, keys, sp)
     wall = time.perf_counter() - t0
-    return wall, cold, [[len(g.token_ids) for g in per] for per in gens]
+    stats = dataclasses.asdict(sampler.last_stats)
+    return wall, cold, [[len(g.token_ids) for g in per] for per in gens], stats
 
 
 # ----------------------------------------------------------------------------- plot groups
@@ -488,7 +489,7 @@ def _hf_part(opts: BenchOptions, model: Any, requests: Sequence[S.ScoreRequest],
         texts, keys = [r.prompt for r in requests[:n_gen]], [r.key for r in requests[:n_gen]]
         log(f"our generation: {n_gen} prompts x {opts.samples} samples x "
             f"{opts.max_new_tokens} tokens ...")
-        our_s, our_cold, our_len = our_generate(model, texts, keys, samples=opts.samples,
+        our_s, our_cold, our_len, our_stats = our_generate(model, texts, keys, samples=opts.samples,
                                                 max_new_tokens=opts.max_new_tokens)
         hf_s, hf_len = ref["generation_s"], ref["gen_lengths"]
         n_prompt = ref["gen_prompt_lengths"]
@@ -502,7 +503,7 @@ def _hf_part(opts: BenchOptions, model: Any, requests: Sequence[S.ScoreRequest],
             "hf_tokens_per_s": hf_tok / hf_s, "ours_tokens_per_s": our_tok / our_s,
             "speedup": hf_s / our_s, "speedup_per_token": (our_tok / our_s) / (hf_tok / hf_s),
             "hf_useful_gflops_per_s": hf_flops / hf_s / 1e9,
-            "ours_useful_gflops_per_s": our_flops / our_s / 1e9}
+            "ours_useful_gflops_per_s": our_flops / our_s / 1e9, "ours_sampler": our_stats}
     return hf
 
 
@@ -555,6 +556,11 @@ def format_table(result: dict[str, Any]) -> str:
                          f"s/prompt ({g['ours_tokens_per_s']:.0f} tok/s): {g['speedup']:.2f}x per "
                          f"prompt, {g['speedup_per_token']:.2f}x per token; useful GFLOP/s HF "
                          f"{g['hf_useful_gflops_per_s']:.1f}, ours {g['ours_useful_gflops_per_s']:.1f}")
+            st = g.get("ours_sampler")
+            if st:
+                lines.append(f"  ours: {st['decode_calls']} decode loop(s) on {st['decode_rows']} "
+                             f"rows, {st['decode_steps']} steps, {st['row_steps']} tokens fed "
+                             f"for {st['tokens']} generated; {st['prefill_calls']} prefill calls")
     return "\n".join(lines)
 
 

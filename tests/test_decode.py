@@ -77,9 +77,11 @@ def test_decode_step_matches_full_forward(name):
     gen = rng.integers(0, 96, (5, 6)).astype(np.int32)
     gk, gv = empty_generated(cfg, 5, 6)
     step = jax.jit(functools.partial(decode_step, cfg))
+    plen = lens[row_prompt]
     for t in range(6):
-        logits, k, v = step(params, gen[:, t], row_prompt, np.full(5, t, np.int32),
-                            SplitCache(pk, pv, lens, gk, gv))
+        logits, k, v = step(params, gen[:, t], row_prompt, plen + t,
+                            np.broadcast_to(np.arange(6) < t, (5, 6)),
+                            plen[:, None] + np.arange(6)[None, :], SplitCache(pk, pv, lens, gk, gv))
         gk = gk.at[:, :, :, :, t].set(k)
         gv = gv.at[:, :, :, t].set(v)
         want = full_logits(cfg, params, [prompts[j] + list(gen[r, :t + 1])

@@ -389,7 +389,7 @@ class BenchOptions:
     data_dir: str | None = None
     hf: bool = True  # the HF-PyTorch reference (scoring and generation)
     generation: bool = True
-    generation_prompts: int = 6
+    generation_prompts: int = 24
     samples: int = 10
     max_new_tokens: int = 64
     groups: bool = False  # per-group timings for the plot

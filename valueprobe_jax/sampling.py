@@ -293,7 +293,8 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
     queue = jnp.argsort(~need, stable=True).astype(jnp.int32)
     n_queue = jnp.sum(need).astype(jnp.int32)
     pk, pv = prompt_part(prompt_cache)
-    gk, gv = empty_generated(cfg, rows, g_cap - 1)
+    ring = g_cap - 1  # a sample feeds at most max_new_tokens - 1 tokens
+    gk, gv = empty_generated(cfg, rows, ring)
     if gen_sharding is not None:
         gk = jax.lax.with_sharding_constraint(gk, gen_sharding)
         gv = jax.lax.with_sharding_constraint(gv, gen_sharding)
@@ -310,12 +311,19 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
         active = row_pair >= 0
         pair = jnp.maximum(row_pair, 0)
         t = row_t  # tokens this sample has; the last one is fed now and its key/value stored
+        # generated keys live in a ring of g_cap - 1 slots that every row writes at the same
+        # slot each step (one dynamic-update-slice instead of a per-row scatter); a row's
+        # sample owns the slots written in its last t - 1 steps
+        slot = steps % ring
+        age = (steps - jnp.arange(ring)) % ring  # steps since each slot was written
+        gen_mask = (age[None, :] >= 1) & (age[None, :] <= (t - 1)[:, None])
+        prompt = jnp.take(pair_prompt, pair)
+        q_pos = jnp.take(lengths, prompt) + t - 1
         logits, k_new, v_new = decode_step(
-            cfg, params, out[pair, t - 1], jnp.take(pair_prompt, pair), t - 1,
-            SplitCache(pk, pv, lengths, gk, gv))
-        ar = jnp.arange(row_pair.shape[0])
-        gk = gk.at[:, ar, :, :, t - 1].set(k_new.transpose(1, 0, 2, 3))
-        gv = gv.at[:, ar, :, t - 1].set(v_new.transpose(1, 0, 2, 3))
+            cfg, params, out[pair, t - 1], prompt, q_pos, gen_mask,
+            q_pos[:, None] - age[None, :], SplitCache(pk, pv, lengths, gk, gv))
+        gk = jax.lax.dynamic_update_slice_in_dim(gk, k_new[..., None], slot, axis=4)
+        gv = jax.lax.dynamic_update_slice_in_dim(gv, v_new[:, :, :, None, :], slot, axis=3)
         tok, lp = sample_step(logits, jnp.take(keys, pair, axis=0), t, temperature, top_k,
                               top_p)
         code = stop_code(tok)

@@ -30,8 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="paper data mirror (default: VALUEPROBE_DATA_DIR or download)")
     p.add_argument("--no-hf", action="store_true", help="skip the HF-PyTorch reference")
     p.add_argument("--no-generation", action="store_true", help="skip the generation comparison")
-    p.add_argument("--generation-prompts", type=int, default=6,
-                   help="prompts for the generation comparison (default 6)")
+    p.add_argument("--generation-prompts", type=int, default=24,
+                   help="prompts for the generation comparison (default 24: all 8 x 3)")
     p.add_argument("--samples", type=int, default=10, help="samples per prompt (default 10)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
     p.add_argument("--no-xla-cost", action="store_true",

@@ -8,11 +8,11 @@ The cache is split in two (``SplitCache``):
 - the *generated* part holds each row's own new tokens, keys ``[L, R, KV, D, G]`` and values
   ``[L, R, KV, G, D]``.
 
-Row r reads the prompt part of ``row_prompt[r]`` and its own generated slots ``0..gen_len[r]-1``,
-plus the key of the token it is feeding now. So N samples of one prompt never copy its keys, a
+Row r reads the prompt part of ``row_prompt[r]``, the generated slots its ``gen_mask`` selects,
+and the key of the token it is feeding now. So N samples of one prompt never copy its keys, a
 row can start a new sample of any prompt at any step (continuous batching: the sampler refills a
 row the moment its sample stops), and the step writes nothing big: it returns the new token's
-keys/values ``[L, R, KV, D]`` for the caller to store at slot ``gen_len``.
+keys/values ``[L, R, KV, D]`` for the caller to store.
 
 Keys are stored slot-minor (``D, S``) and values ``S, D``: both attention products then
 accumulate along the contiguous minor axis, which XLA:CPU runs about 1.7x faster than the
@@ -93,25 +93,24 @@ def split_attention(cfg: ModelConfig, q: jax.Array, k: jax.Array, v: jax.Array,
 
 
 def decode_step(cfg: ModelConfig, params: Params, tokens: jax.Array, row_prompt: jax.Array,
-                gen_len: jax.Array, cache: SplitCache) -> tuple[jax.Array, jax.Array, jax.Array]:
+                positions: jax.Array, gen_mask: jax.Array, gen_pos: jax.Array,
+                cache: SplitCache) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Feed one token per row; return next-token logits and the token's keys/values.
 
-    tokens, row_prompt, gen_len: [R] int32 (the token, the prompt it continues, how many of its
-    generated tokens are already in ``cache.gen_*``; the token sits at position
-    ``prompt_len + gen_len``).
+    tokens, row_prompt, positions: [R] int32 (the token, the prompt it continues, its
+    position). gen_mask / gen_pos: [R, G], which generated slots the row reads and their
+    positions (the caller owns the slot layout: the sampler writes all rows at one ring slot per
+    step, so the write is one dynamic-update-slice, not a per-row scatter).
     Returns ``(logits [R, V] float32, k [L, R, KV, D], v [L, R, KV, D])``.
     """
     dt = cfg.jnp_dtype
-    n_p, n_g = cache.prompt_v.shape[3], cache.gen_v.shape[3]
+    n_p = cache.prompt_v.shape[3]
     plen = jnp.take(cache.prompt_len, row_prompt)
-    q_pos = (plen + gen_len).astype(jnp.int32)
+    q_pos = positions.astype(jnp.int32)
     first = (n_p - plen)[:, None]
     slots_p = jnp.arange(n_p)[None, :]
     prompt_mask = slots_p >= first
     prompt_pos = slots_p - first
-    slots_g = jnp.arange(n_g)[None, :]
-    gen_mask = slots_g < gen_len[:, None]
-    gen_pos = plen[:, None] + slots_g
     inv_freq = rope_inv_freq(cfg) if cfg.position == "rope" else None
 
     x = jnp.take(params["embed"], tokens, axis=0).astype(dt)[:, None, :]

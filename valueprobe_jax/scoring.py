@@ -197,23 +197,7 @@ def encode_request(tokenizer: Any, req: ScoreRequest, *, add_special_tokens: boo
 def min_token_count(encoded: Sequence[Encoded]) -> int:
     """Every distinct token once: the node count of the prefix tree of all prompt and
     prompt + option token sequences (a token in the same context is counted once)."""
-    root: dict = {}
-    count = 0
-    for e in encoded:
-        node = root
-        for t in e.prompt:
-            if t not in node:
-                node[t] = {}
-                count += 1
-            node = node[t]
-        for opt in e.options:
-            sub = node
-            for t in opt:
-                if t not in sub:
-                    sub[t] = {}
-                    count += 1
-                sub = sub[t]
-    return count
+    return _trie(encoded)[1]
 
 
 # ============================================================================ FLOPs model
@@ -455,8 +439,9 @@ def _units(items: list[_Item]) -> list[list[_Item]]:
     return units
 
 
-def _trie(items: Sequence[_Item]) -> tuple[dict, int, int]:
-    """(prefix tree of the items' sequences as nested dicts, its node count, its prompt nodes)."""
+def _trie(items: Sequence[_Item] | Sequence[Encoded]) -> tuple[dict, int, int]:
+    """(prefix tree of the items' sequences as nested dicts, its node count, its prompt nodes);
+    anything with ``prompt`` and ``options`` token tuples will do."""
     root: dict = {}
     nodes = prompt_nodes = 0
     for it in items:

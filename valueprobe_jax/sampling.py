@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import math
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -199,33 +199,27 @@ def _step_keys(keys: jax.Array, step: jax.Array) -> jax.Array:
 
 
 def sample_step(logits: jax.Array, keys: jax.Array, step: jax.Array, temperature: jax.Array,
-                top_k: jax.Array, top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One token per row from [B, V] float32 logits; ``step`` is the index of the token being
-    drawn (scalar or [B]). Returns (tokens [B], raw logprobs [B])."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    scaled = _sampling_logits(logits, temperature, top_k, top_p)
-    sampled = jax.vmap(two_level_gumbel_max)(_step_keys(keys, step), scaled)
-    tok = jnp.where(temperature > 0, sampled, greedy)
-    return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+                top_k: jax.Array, top_p: jax.Array,
+                rows: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """One token per key from float32 logits; returns (tokens [B], raw logprobs [B]).
 
-
-def sample_first(logits: jax.Array, pair_prompt: jax.Array, keys: jax.Array,
-                 temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
-                 ) -> tuple[jax.Array, jax.Array]:
-    """Token 0 of every (prompt, sample) pair from the prompts' logits [Np, V].
-
-    Identical to ``sample_step`` on each pair's own copy of its prompt's logits, but the
-    softmax, filters and block masses are computed once per prompt, so thousands of samples of
-    one prompt never materialise thousands of vocabulary-sized rows.
+    ``logits`` is [B, V], one row per key; or, with ``rows`` [B], [N, V] rows shared by the
+    keys (key i draws from ``logits[rows[i]]``): the softmax, filters and block masses are then
+    computed once per shared row, so thousands of samples of one prompt never materialise
+    thousands of vocabulary-sized rows. ``step`` is the index of the token being drawn (scalar
+    or [B]).
     """
     logp = jax.nn.log_softmax(logits, axis=-1)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     blocks, mass = block_masses(_sampling_logits(logits, temperature, top_k, top_p))
-    draw = jax.vmap(lambda k, p: gumbel_draw(k, blocks[p], mass[p]))
-    sampled = draw(_step_keys(keys, 0), pair_prompt)
-    tok = jnp.where(temperature > 0, sampled, jnp.take(greedy, pair_prompt))
-    return tok, logp[pair_prompt, tok]
+    step_keys = _step_keys(keys, step)
+    if rows is None:
+        rows = jnp.arange(logits.shape[0])
+        sampled = jax.vmap(gumbel_draw)(step_keys, blocks, mass)
+    else:
+        sampled = jax.vmap(lambda k, r: gumbel_draw(k, blocks[r], mass[r]))(step_keys, rows)
+    tok = jnp.where(temperature > 0, sampled, jnp.take(greedy, rows))
+    return tok, logp[rows, tok]
 
 
 def prefill(cfg: ModelConfig, params: Params, tokens: jax.Array,
@@ -277,7 +271,7 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
         hit = tok[:, None] == stop_ids[None, :]
         return jnp.max(jnp.where(hit, stop_codes[None, :], _LENGTH), axis=-1)
 
-    tok0, lp0 = sample_first(first_logits, pair_prompt, keys, temperature, top_k, top_p)
+    tok0, lp0 = sample_step(first_logits, keys, 0, temperature, top_k, top_p, rows=pair_prompt)
     out = jnp.zeros((n_pairs, g_cap), jnp.int32).at[:, 0].set(tok0)
     lps = jnp.zeros((n_pairs, g_cap), jnp.float32).at[:, 0].set(lp0)
     code0 = stop_code(tok0)
@@ -306,58 +300,76 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
         row_pair = jnp.where(ok, jnp.take(queue, jnp.minimum(cand, n_pairs - 1)), row_pair)
         return row_pair, jnp.where(ok, 1, row_t), nxt + jnp.sum(ok).astype(jnp.int32)
 
-    def body(c):
-        steps, row_steps, row_pair, row_t, nxt, gk, gv, out, lps, n_tok, finish = c
-        active = row_pair >= 0
-        pair = jnp.maximum(row_pair, 0)
-        t = row_t  # tokens this sample has; the last one is fed now and its key/value stored
+    def body(c: _Loop) -> _Loop:
+        active = c.row_pair >= 0
+        pair = jnp.maximum(c.row_pair, 0)
+        t = c.row_t  # tokens this sample has; the last one is fed now and its key/value stored
         # generated keys live in a ring of g_cap - 1 slots that every row writes at the same
         # slot each step (one dynamic-update-slice instead of a per-row scatter); a row's
         # sample owns the slots written in its last t - 1 steps
-        slot = steps % ring
-        age = (steps - jnp.arange(ring)) % ring  # steps since each slot was written
+        slot = c.steps % ring
+        age = (c.steps - jnp.arange(ring)) % ring  # steps since each slot was written
         gen_mask = (age[None, :] >= 1) & (age[None, :] <= (t - 1)[:, None])
         prompt = jnp.take(pair_prompt, pair)
         q_pos = jnp.take(lengths, prompt) + t - 1
         logits, k_new, v_new = decode_step(
-            cfg, params, out[pair, t - 1], prompt, q_pos, gen_mask,
-            q_pos[:, None] - age[None, :], SplitCache(pk, pv, lengths, gk, gv))
-        gk = jax.lax.dynamic_update_slice_in_dim(gk, k_new[..., None], slot, axis=4)
-        gv = jax.lax.dynamic_update_slice_in_dim(gv, v_new[:, :, :, None, :], slot, axis=3)
+            cfg, params, c.tokens[pair, t - 1], prompt, q_pos, gen_mask,
+            q_pos[:, None] - age[None, :], SplitCache(pk, pv, lengths, c.gen_k, c.gen_v))
         tok, lp = sample_step(logits, jnp.take(keys, pair, axis=0), t, temperature, top_k,
                               top_p)
         code = stop_code(tok)
         dst = jnp.where(active, pair, n_pairs)  # out of range: dropped
-        out = out.at[dst, t].set(tok, mode="drop")
-        lps = lps.at[dst, t].set(lp, mode="drop")
-        n_tok = n_tok.at[dst].set(t + 1, mode="drop")
-        finish = finish.at[dst].set(code, mode="drop")
         stopped = active & ((code != _LENGTH) | (t + 1 >= g_cap))
-        row_pair, row_t, nxt = refill(jnp.where(stopped, -1, row_pair), t + 1, nxt)
-        return (steps + 1, row_steps + jnp.sum(active).astype(jnp.int32), row_pair, row_t, nxt,
-                gk, gv, out, lps, n_tok, finish)
+        row_pair, row_t, nxt = refill(jnp.where(stopped, -1, c.row_pair), t + 1, c.next_pair)
+        return _Loop(
+            steps=c.steps + 1, row_steps=c.row_steps + jnp.sum(active).astype(jnp.int32),
+            row_pair=row_pair, row_t=row_t, next_pair=nxt,
+            gen_k=jax.lax.dynamic_update_slice_in_dim(c.gen_k, k_new[..., None], slot, axis=4),
+            gen_v=jax.lax.dynamic_update_slice_in_dim(c.gen_v, v_new[:, :, :, None, :], slot,
+                                                      axis=3),
+            tokens=c.tokens.at[dst, t].set(tok, mode="drop"),
+            logprobs=c.logprobs.at[dst, t].set(lp, mode="drop"),
+            n_tokens=c.n_tokens.at[dst].set(t + 1, mode="drop"),
+            finish=c.finish.at[dst].set(code, mode="drop"))
 
     row_pair, row_t, nxt = refill(jnp.full((rows,), -1, jnp.int32),
                                   jnp.ones((rows,), jnp.int32), jnp.int32(0))
-    state = (jnp.int32(0), jnp.int32(0), row_pair, row_t, nxt, gk, gv, out, lps, n_tok, finish)
+    state = _Loop(jnp.int32(0), jnp.int32(0), row_pair, row_t, nxt, gk, gv, out, lps, n_tok,
+                  finish)
     # Phases: once the queue is empty and few rows are still busy (the long samples), the busy
     # rows move to a loop with half the rows, so the tail does not pay for idle rows.
     phases = _row_phases(rows)
     for i, r in enumerate(phases):
         if i:
-            keep = jnp.argsort(state[2] < 0, stable=True)[:r]  # busy rows first
-            state = state[:2] + (state[2][keep], state[3][keep], state[4],
-                                 state[5][:, keep], state[6][:, keep]) + state[7:]
+            keep = jnp.argsort(state.row_pair < 0, stable=True)[:r]  # busy rows first
+            state = state._replace(row_pair=state.row_pair[keep], row_t=state.row_t[keep],
+                                   gen_k=state.gen_k[:, keep], gen_v=state.gen_v[:, keep])
         smaller = phases[i + 1] if i + 1 < len(phases) else 0
 
-        def cond(c, smaller=smaller):
-            busy = jnp.sum(c[2] >= 0)
-            return (busy > 0) & ((c[4] < n_queue) | (busy > smaller))
+        def cond(c: _Loop, smaller: int = smaller) -> jax.Array:
+            busy = jnp.sum(c.row_pair >= 0)
+            return (busy > 0) & ((c.next_pair < n_queue) | (busy > smaller))
 
         state = jax.lax.while_loop(cond, body, state)
-    steps, row_steps, _, _, _, _, _, out, lps, n_tok, finish = state
-    return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish, steps=steps,
-                row_steps=row_steps)
+    return dict(tokens=state.tokens, logprobs=state.logprobs, n_tokens=state.n_tokens,
+                finish=state.finish, steps=state.steps, row_steps=state.row_steps)
+
+
+class _Loop(NamedTuple):
+    """State of the decode loop: per row the pair it serves (-1 idle) and that sample's token
+    count; the queue position; the rows' generated keys/values; per pair the outputs."""
+
+    steps: jax.Array
+    row_steps: jax.Array
+    row_pair: jax.Array  # [R]
+    row_t: jax.Array  # [R]
+    next_pair: jax.Array  # next queue entry to hand out
+    gen_k: jax.Array
+    gen_v: jax.Array
+    tokens: jax.Array  # [NP, max_new_tokens]
+    logprobs: jax.Array
+    n_tokens: jax.Array  # [NP]
+    finish: jax.Array  # [NP]
 
 
 @functools.lru_cache(maxsize=None)
@@ -446,6 +458,12 @@ class Sampler:
         for t in stop_token_ids or ():
             codes[int(t)] = _END_OF_TURN
         self.stop_codes = codes
+        # (ids, codes) padded to a multiple of 8 entries so their shape rarely changes the jit key
+        width = 8 * max(1, -(-len(codes) // 8))
+        ids_arr = np.full((width,), -1, np.int32)
+        codes_arr = np.full((width,), _LENGTH, np.int32)
+        ids_arr[:len(codes)], codes_arr[:len(codes)] = list(codes), list(codes.values())
+        self._stop_table = (ids_arr, codes_arr)
         self._fns: dict[tuple[Any, ...], Callable] = {}
         self.last_stats = SamplerStats()
 
@@ -547,12 +565,6 @@ class Sampler:
         """One decode call for up to ``max_prompts`` prompts (shortest first), all their samples
         sharing the rows of one continuous-batching loop."""
         n = sp.num_samples
-        # stop tables padded to a multiple of 8 entries so their shape rarely changes the jit key
-        width = 8 * max(1, -(-len(self.stop_codes) // 8))
-        stop_ids = np.full((width,), -1, np.int32)
-        stop_codes = np.full((width,), _LENGTH, np.int32)
-        stop_ids[:len(self.stop_codes)] = list(self.stop_codes)
-        stop_codes[:len(self.stop_codes)] = list(self.stop_codes.values())
         scalars = (np.uint32(sp.seed), np.float32(sp.temperature), np.int32(sp.top_k),
                    np.float32(sp.top_p))
         slots = 1 << (len(group) - 1).bit_length()  # prompts in the decode call
@@ -565,7 +577,7 @@ class Sampler:
             lens[j], hashes[j], live[j] = len(token_lists[i]), stable_hash(keys[i]), True
         first_logits, cache = self._prefill_group([token_lists[i] for i in group], slots, p)
         out = self._decode_fn(sp.max_new_tokens, n, rows, slots, p)(
-            self.params, cache, first_logits, lens, hashes, live, *scalars, stop_ids, stop_codes)
+            self.params, cache, first_logits, lens, hashes, live, *scalars, *self._stop_table)
         out = jax.device_get(out)
         st = self.last_stats
         st.decode_calls += 1

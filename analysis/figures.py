@@ -11,9 +11,7 @@ Each function takes plain nested dicts (model -> method -> Estimate or Correlati
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -22,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from valueprobe_jax import io
 from valueprobe_jax.metrics import METHODS, Correlation, Estimate  # noqa: E402
 
 METHOD_LABEL = {"token": "Token", "seq": "Seq", "text": "Text"}
@@ -34,16 +33,7 @@ def _save(fig, out_dir: pathlib.Path, stem: str) -> list[pathlib.Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in ("png", "pdf"):
-        path = out_dir / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{fmt}.tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        paths.append(path)
+        paths.append(io.save_figure(fig, out_dir / f"{stem}.{fmt}", dpi=150, bbox_inches="tight"))
     plt.close(fig)
     return paths
 

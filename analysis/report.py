@@ -13,7 +13,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from analysis import figures
 from analysis.loading import RATING_KINDS, STYLE_ORDER, LoadedResults, load_results, ordered
+from valueprobe_jax import io
 from valueprobe_jax import metrics as M
 
 METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection bias", "Table 2",
@@ -367,17 +367,6 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
 # ----------------------------------------------------------------------------- driver
 
 
-def _write_text(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def draw_figures(a: Analysis, fig_dir: pathlib.Path) -> dict[int, list[pathlib.Path]]:
     models = a.results.models()
     pv = a.prompt_variant
@@ -419,9 +408,9 @@ def build_report(results_dir: str | os.PathLike | LoadedResults, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     figs = draw_figures(a, out / "figures")
     report = out / "report.md"
-    _write_text(report, render_markdown(a, figs, out))
+    io.write_text(report, render_markdown(a, figs, out))
     metrics_json = out / "metrics.json"
-    _write_text(metrics_json, json.dumps(to_json(a), indent=1, sort_keys=True) + "\n")
+    io.write_text(metrics_json, json.dumps(to_json(a), indent=1, sort_keys=True) + "\n")
     paths = {"report": report, "metrics": metrics_json}
     for num, ps in figs.items():
         for p in ps:

@@ -354,7 +354,7 @@ def test_mirror_checksums_and_errors(tmp_path, data_dir, monkeypatch):
 
 def test_no_mirror_no_download(tmp_path, monkeypatch):
     monkeypatch.delenv("VALUEPROBE_DATA_DIR", raising=False)
-    monkeypatch.setenv("VALUEPROBE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VALUEPROBE_CACHE", str(tmp_path / "cache"))
 
     def no_network(*args, **kwargs):
         raise AssertionError("tests must not download")
@@ -372,7 +372,7 @@ def test_download_path_is_checked_and_cached(tmp_path, data_dir, monkeypatch):
     """The download branch, with urlopen replaced by the mirror's bytes (no network)."""
     monkeypatch.delenv("VALUEPROBE_DATA_DIR", raising=False)
     monkeypatch.delenv("VALUEPROBE_OFFLINE", raising=False)
-    monkeypatch.setenv("VALUEPROBE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VALUEPROBE_CACHE", str(tmp_path / "cache"))
     payload = {"bytes": (data_dir / "paper_repo" / "templates" / "template1.json").read_bytes()}
     urls = []
 

@@ -29,3 +29,25 @@ def test_tpu_pod_dry_run(tmp_path):
                  "--workdir $HOME/gcs/bkt/rob"):
         assert part in run, part
     assert "--worker=0" in out[2] and "valueprobe merge $HOME/gcs/bkt/rob" in out[2].replace("\\", "")
+
+
+def _readme_commands() -> list[str]:
+    """The indented command lines of README's "Two commands for a fresh machine" section."""
+    text = (LAUNCH.parent / "README.md").read_text()
+    section = text.split("## Two commands for a fresh machine", 1)[1].split("\n## ", 1)[0]
+    return [line.strip() for line in section.splitlines() if line.startswith("    ") and line.strip()]
+
+
+def test_ci_runs_both_readme_commands_in_order():
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    ci = (LAUNCH.parent / ".ci" / "run").read_text().splitlines()
+    where = []
+    for cmd in commands:
+        hits = [i for i, line in enumerate(ci) if line.rstrip().endswith(cmd)]
+        assert hits, f"{cmd!r} is not in .ci/run"
+        where.append(hits[0])
+    assert where == sorted(where), "CI must run the main job before the tests"
+    # each in a fresh environment: .venv is removed after the previous command and before this one
+    for before, i in zip([0] + where[:-1], where):
+        assert any(line.startswith("rm -rf .venv") for line in ci[before:i]), ci[i]

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from valueprobe_jax import io
 from valueprobe_jax import scoring as S
 from valueprobe_jax.errors import InputError
 
@@ -371,10 +372,8 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.suptitle(f"option scoring on {result['model']} ({result['machine']['cpu']}, "
                  f"{result['machine']['cores']} cores)", fontsize=9)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120)
+    io.save_figure(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -18,12 +18,11 @@ import json
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import check_params, flatten_params, nest_params
@@ -234,6 +233,38 @@ def _load_tokenizer(directory: PathLike, **kw: Any) -> Any:
     return AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kw)
 
 
+def gguf_tokenizer(path: PathLike) -> Any:
+    """The tokenizer and chat template a GGUF file describes, built without PyTorch.
+
+    transformers' own GGUF path (``AutoTokenizer.from_pretrained(gguf_file=...)``) reads the file
+    through a module that imports torch, which the runtime environment does not have. The file's
+    metadata (vocabulary, merges, special tokens, template) is read here with ``gguf`` and handed to
+    transformers' torch-free converter, so the result is the same tokenizer."""
+    import gguf
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        _SPECIAL_TOKENS, GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer)
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:
+        raise InputError(f"{path}: unreadable GGUF file ({e})") from None
+    meta = {key: field.contents() for key, field in reader.fields.items()
+            if key.startswith("tokenizer.") or key == "general.architecture"}
+    if "tokenizer.ggml.tokens" not in meta:
+        raise InputError(f"{path}: GGUF file has no tokenizer vocabulary")
+    tokenizer_dict, config = (
+        {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
+        for renames in (GGUF_TOKENIZER_MAPPING["tokenizer"], GGUF_TOKENIZER_MAPPING["tokenizer_config"]))
+    if tokenizer_dict.get("tokenizer_type") == "llama":
+        config.setdefault("add_bos_token", True)
+    for name, key in _SPECIAL_TOKENS.items():
+        token_id = meta.get(f"tokenizer.ggml.{key}")
+        config[name] = tokenizer_dict["tokens"][token_id] if token_id is not None else None
+    backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer_dict)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **config, **extra)
+
+
 def _hf_tokenizer_or_none(directory: pathlib.Path) -> Any:
     if any((directory / f).is_file() for f in
            ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -243,11 +274,6 @@ def _hf_tokenizer_or_none(directory: pathlib.Path) -> Any:
 
 # --------------------------------------------------------------------------- orbax
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def save_orbax(directory: PathLike, cfg: ModelConfig, params: Mapping[str, Any], *,
@@ -263,19 +289,15 @@ def save_orbax(directory: PathLike, cfg: ModelConfig, params: Mapping[str, Any],
     out.parent.mkdir(parents=True, exist_ok=True)
     tree = params if "layers" in params else nest_params(params)
     check_params(cfg, flatten_params(tree))
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    try:
+    with io.atomic_dir(out) as tmp:
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(tmp / PARAMS_DIR, tree)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-        _atomic_write_text(tmp / CONFIG_FILE, json.dumps(
-            {"format": "valueprobe_jax/orbax", "config": cfg.to_dict()}, indent=1))
+        io.write_json(tmp / CONFIG_FILE, {"format": "valueprobe_jax/orbax", "config": cfg.to_dict()},
+                      indent=1)
         if out.exists():
             out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -373,9 +395,7 @@ def resolve(name: str, *, model_dir: PathLike | None = None) -> pathlib.Path:
 
 # --------------------------------------------------------------------------- GGUF cache
 
-def cache_root() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("VALUEPROBE_CACHE",
-                                       pathlib.Path.home() / ".cache" / "valueprobe_jax"))
+cache_root = io.cache_root
 
 
 def gguf_cache_dir(path: PathLike) -> pathlib.Path:
@@ -392,8 +412,7 @@ def convert_gguf_cached(path: PathLike) -> pathlib.Path:
     if (out / CONFIG_FILE).is_file():
         return out
     cfg, flat = load_gguf(path)
-    p = pathlib.Path(path)
-    tokenizer = _load_tokenizer(p.parent, gguf_file=p.name)
+    tokenizer = gguf_tokenizer(path)
     with contextlib.suppress(FileExistsError, OSError):
         out.parent.mkdir(parents=True, exist_ok=True)
     try:

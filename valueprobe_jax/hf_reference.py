@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from valueprobe_jax import io
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -136,10 +138,7 @@ def main(argv: list[str]) -> int:
             model, tokenizer, prompts, gen["samples"], gen["max_new_tokens"])
         result["generation_s"] = time.perf_counter() - t0
     result["matmul_peak_gflops"] = max(peak_start, matmul_peak_gflops())
-    tmp = argv[1] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    os.replace(tmp, argv[1])
+    io.write_json(argv[1], result, indent=None)
     return 0
 
 

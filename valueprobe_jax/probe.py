@@ -195,6 +195,24 @@ class ProbeEngine:
             rows.append(row)
         return rows
 
+    def probe_in_chunks(self, requests: Sequence[ProbeRequest], *, chunk_size: int = 32,
+                        progress: bool = True) -> list[dict[str, Any]]:
+        """``probe`` over chunks of ``chunk_size`` prompts (the sampler's call size) with a
+        progress bar (prompts probed, text samples drawn, ETA); ``progress=False`` is silent."""
+        from tqdm import tqdm
+
+        samples = self.settings.samples if "text" in self.settings.methods else 0
+        rows: list[dict[str, Any]] = []
+        with tqdm(total=len(requests), unit="prompt", desc="probe", disable=not progress,
+                  smoothing=0.1) as bar:
+            for start in range(0, len(requests), chunk_size):
+                chunk = requests[start:start + chunk_size]
+                rows.extend(self.probe(chunk))
+                bar.update(len(chunk))
+                if samples:
+                    bar.set_postfix(samples=len(rows) * samples, refresh=False)
+        return rows
+
     # ------------------------------------------------------------------ action ratings
 
     def render_rating(self, r: RatingRequest) -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 
 _f64_list = pa.list_(pa.float64())
@@ -73,18 +72,7 @@ def write_rows_atomic(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
     """Write a Parquet file via a temporary file in the same directory, then rename."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    io.write_parquet(path, table)
 
 
 def parquet_files(results_dir: str | os.PathLike) -> list[pathlib.Path]:

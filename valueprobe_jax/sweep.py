@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import ml_collections
 from tqdm import tqdm
 
+from valueprobe_jax import io
 from valueprobe_jax import results
 from valueprobe_jax.config_loading import config_fingerprint
 from valueprobe_jax.errors import InputError
@@ -100,10 +101,7 @@ def check_manifest(workdir: pathlib.Path, config: ml_collections.ConfigDict, n_i
             raise InputError(f"--workdir {workdir}: holds a sweep of a different config "
                              f"({old.get('config')!r}, items={old.get('items')}); use a new --workdir")
         return
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path)
+    io.write_text(path, json.dumps(manifest, indent=2))
 
 
 @dataclasses.dataclass

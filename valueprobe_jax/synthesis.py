@@ -45,9 +45,9 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any, Callable, Iterable, Sequence
 
+from valueprobe_jax import io
 from valueprobe_jax.data import sources
 from valueprobe_jax.data.questions import Question
 from valueprobe_jax.data.scenarios import VERDICT_KEYS, parse_value, verdict_status
@@ -456,27 +456,12 @@ class ChatModel:
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     """Write JSON so the file appears whole or not at all."""
-    _write_text_atomic(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", path)
+    io.write_text(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
 
 
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write JSON Lines (one object per line, the released file's layout) atomically."""
-    _write_text_atomic("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), path)
-
-
-def _write_text_atomic(text: str, path: str | os.PathLike) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    io.write_jsonl(path, rows)
 
 
 def chunk_name(qid: str) -> str:

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from valueprobe_jax import compile_cache
 from valueprobe_jax.config_loading import split_config_overrides
 from valueprobe_jax.errors import InputError
 
@@ -27,6 +28,9 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="valueprobe", description=__doc__.splitlines()[0])
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not use JAX's persistent compilation cache under $VALUEPROBE_CACHE/xla "
+                             f"(also: {compile_cache.ENV}=0)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in SUBCOMMANDS.items():
         try:
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and not hasattr(args, "config"):
         parser.error(f"{args.command} takes no --config, so {overrides[0]} cannot apply")
     args.config_overrides = overrides
+    if not args.no_compile_cache and compile_cache.enabled_by_env():
+        compile_cache.enable()
     try:
         return int(args.func(args) or 0)
     except InputError as e:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 
 
@@ -44,14 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _atomic_write(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from valueprobe_jax import bench  # noqa: PLC0415 (jax import only when running)
 
@@ -73,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     result = bench.run_bench(opts, log=log)
     text = json.dumps(result, indent=1, default=float)
     if args.out:
-        _atomic_write(args.out, text + "\n")
+        io.write_text(args.out, text + "\n")
     if args.plot:
         bench.plot(result, args.plot)
     print(text if args.json else bench.format_table(result))

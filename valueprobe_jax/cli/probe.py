@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--max-questions", type=int, default=0, help="first N questions of the bank")
     p.add_argument("--data-dir", default="", help="local mirror of the paper's data (else VALUEPROBE_DATA_DIR or download)")
     p.add_argument("--out", required=True, help="output directory (writes results.parquet)")
-    p.add_argument("--quiet", action="store_true", help="do not print the per-question summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no per-question summary")
     p.set_defaults(func=run)
 
 
@@ -87,10 +88,14 @@ def run(args: argparse.Namespace) -> int:
                                     experiment="probe", model_name=model.name)
     engine = ProbeEngine(model, settings, mesh=mesh)
     t1 = time.time()
-    rows = engine.probe(requests)
-    results.write_rows_atomic(rows, out / "results.parquet")
+    rows = engine.probe_in_chunks(requests, progress=not args.quiet)
+    path = out / "results.parquet"
+    results.write_rows_atomic(rows, path)
     if not args.quiet:
         print_summary(rows, {q.id: q for q in questions})
     print(f"\n{len(rows)} probes of {len(questions)} questions in {time.time() - t1:.1f}s "
-          f"(model load {t1 - t0:.1f}s) -> {out / 'results.parquet'}")
+          f"(model load {t1 - t0:.1f}s)")
+    print(f"Results: {path}")
+    print(f"Open them: python -c \"import pyarrow.parquet as pq; "
+          f"print(pq.read_table('{path}').to_pylist()[0])\"  (or .to_pandas() with pandas)")
     return 0

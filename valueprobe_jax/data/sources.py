@@ -3,7 +3,7 @@ repository at a pinned commit, checked against sha256 sums either way.
 
 A mirror directory has the layout of ``../shared/data``: ``paper_repo/<path under data/>``. The
 mirror is found from the ``data_dir`` argument, else the ``VALUEPROBE_DATA_DIR`` environment
-variable. Without a mirror, files are downloaded once into ``VALUEPROBE_CACHE_DIR`` (default
+variable. Without a mirror, files are downloaded once into ``VALUEPROBE_CACHE`` (default
 ``~/.cache/valueprobe_jax``); ``VALUEPROBE_OFFLINE=1`` (or ``download=False``) forbids that.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import tempfile
 import urllib.request
 
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 
 REPO = "shensq/Revisiting-LLM-Value-Probing-Strategies"
@@ -57,28 +57,26 @@ def mirror_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path | None
 
 
 def cache_dir() -> pathlib.Path:
-    base = (os.environ.get("VALUEPROBE_CACHE_DIR")
-            or pathlib.Path.home() / ".cache" / "valueprobe_jax")
-    return pathlib.Path(base) / "paper_repo" / COMMIT
+    return io.cache_root() / "paper_repo" / COMMIT
 
 
 def _download(relpath: str, dest: pathlib.Path) -> None:
     url = RAW_URL.format(path=urllib.request.quote(relpath))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+
+    def fetch(out) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=60) as resp:
             while block := resp.read(1 << 20):
                 out.write(block)
-        got = _sha256(pathlib.Path(tmp))
-        if got != SHA256[relpath]:
-            raise InputError(f"{url}: sha256 {got} does not match the pinned {SHA256[relpath]}")
-        os.replace(tmp, dest)
+                digest.update(block)
+        if digest.hexdigest() != SHA256[relpath]:
+            raise InputError(f"{url}: sha256 {digest.hexdigest()} does not match the pinned "
+                             f"{SHA256[relpath]}")
+
+    try:
+        io.atomic_write(dest, fetch)
     except OSError as e:
         raise InputError(f"{url}: download failed ({e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def source_file(relpath: str, data_dir: str | os.PathLike | None = None, *,

@@ -1,0 +1,132 @@
+"""The one writer of every output file (results, shards, manifests, reports, figures, caches).
+
+A file appears whole or not at all: the bytes go to a temporary file in the same directory, which
+is flushed, fsync'ed and renamed over the target, and the directory is fsync'ed so the rename
+survives a power cut. The file gets the mode the user's umask gives a new file (0644 under umask
+022), not the 0600 of ``mkstemp``: results are shared by the people who share the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import tempfile
+from typing import IO, Any, Callable, Iterable, Iterator
+
+PathLike = str | os.PathLike
+
+# Fault injection for the durability tests: VALUEPROBE_FAULT=before_rename makes the process exit
+# hard after a temp file is complete and before it is renamed into place.
+FAULT_ENV = "VALUEPROBE_FAULT"
+FAULT_EXIT_CODE = 86
+
+
+def cache_root() -> pathlib.Path:
+    """Where converted checkpoints, downloaded data and compiled programs are cached:
+    ``$VALUEPROBE_CACHE`` (default ``~/.cache/valueprobe_jax``)."""
+    base = os.environ.get("VALUEPROBE_CACHE")
+    return pathlib.Path(base) if base else pathlib.Path.home() / ".cache" / "valueprobe_jax"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def new_dir_mode() -> int:
+    """The mode ``mkdir`` would give a new directory under the current umask."""
+    return 0o777 & ~_umask()
+
+
+def fault_point(name: str) -> None:
+    """Exit hard (no cleanup, like kill -9) when ``$VALUEPROBE_FAULT`` names this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        os._exit(FAULT_EXIT_CODE)
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsync'ed
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> pathlib.Path:
+    """Call ``write(f)`` on a binary file object, then put the result at ``path`` atomically."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, new_file_mode())
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point("before_rename")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes(path: PathLike, data: bytes) -> pathlib.Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: PathLike, text: str) -> pathlib.Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: PathLike, obj: Any, *, indent: int | None = 2, **kw: Any) -> pathlib.Path:
+    return write_text(path, json.dumps(obj, indent=indent, **kw) + ("\n" if indent else ""))
+
+
+def write_jsonl(path: PathLike, rows: Iterable[dict[str, Any]]) -> pathlib.Path:
+    """JSON Lines, one object per line (non-ASCII kept as is)."""
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_parquet(path: PathLike, table: Any) -> pathlib.Path:
+    """A ``pyarrow.Table`` as one Parquet file."""
+    import pyarrow.parquet as pq
+
+    return atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+def save_figure(fig: Any, path: PathLike, **savefig_kw: Any) -> pathlib.Path:
+    """A matplotlib figure, in the format named by the path's suffix."""
+    fmt = pathlib.Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kw))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[pathlib.Path]:
+    """A temporary sibling directory to fill; renamed to ``path`` when the block ends cleanly.
+
+    Raises FileExistsError (after cleaning up) if ``path`` appeared meanwhile."""
+    import shutil
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, new_dir_mode())
+        yield tmp
+        fault_point("before_rename")
+        os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(path.parent)

@@ -7,7 +7,10 @@ setup(
     version="0.1.0",
     description="Value probing of LLMs (token / sequence / text methods), robustness and expressiveness, in JAX/Flax",
     python_requires=">=3.11",
-    packages=find_packages(include=["valueprobe_jax", "valueprobe_jax.*", "analysis", "analysis.*"]),
+    # analysis/ sits at the top level (the design card's layout) but installs as
+    # valueprobe_jax.analysis, not as a top-level package named `analysis`.
+    packages=find_packages(include=["valueprobe_jax", "valueprobe_jax.*"]) + ["valueprobe_jax.analysis"],
+    package_dir={"valueprobe_jax.analysis": "analysis"},
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",

@@ -1,10 +1,10 @@
-"""Result Parquet files -> the plain mappings valueprobe_jax.metrics works on.
+"""Result Parquet files -> the plain mappings valueprobe_jax.analysis.metrics works on.
 
 A results dir holds one or many shards (DIR/results.parquet, DIR/shards/*.parquet, ...); every
 *.parquet under it is read, with the shards' schemas unified (action-rating shards may lack the
 probe columns and the other way round). Rows are checked against the contract of
 valueprobe_jax/results.py, and the stored distributions are recomputed from the raw numbers
-(label logits, option log-likelihoods, parsed samples) with valueprobe_jax.representations: a
+(label logits, option log-likelihoods, parsed samples) with valueprobe_jax.probing.representations: a
 disagreement is counted and shown in the report, not hidden.
 
 Which rows feed which metric:
@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from valueprobe_jax import representations
+from valueprobe_jax.probing import representations
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.metrics import METHODS
-from valueprobe_jax.results import parquet_files
+from valueprobe_jax.analysis.metrics import METHODS
+from valueprobe_jax.experiments.results import parquet_files
 
 METHOD_COLUMN = {"token": "p_token", "seq": "p_seq", "text": "p_text"}
 BASE_COLUMNS = ("model", "experiment", "qid")

@@ -1,7 +1,7 @@
 """The analysis of a results dir: every metric with its bootstrap CI, Figures 2-5, a Markdown report
 a researcher can read (REPORT_DIR/report.md) and the same numbers for scripts (metrics.json).
 
-    from analysis.report import build_report
+    from valueprobe_jax.analysis.report import build_report
     build_report("runs/robustness", "runs/robustness/report", human={("Egypt", "Q1"): q, ...})
 
 is what `valueprobe report RESULTS_DIR --out REPORT_DIR` runs.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis import figures
-from analysis.loading import RATING_KINDS, STYLE_ORDER, LoadedResults, load_results, ordered
+from valueprobe_jax.analysis import figures
+from valueprobe_jax.analysis.loading import RATING_KINDS, STYLE_ORDER, LoadedResults, load_results, ordered
 from valueprobe_jax import io
-from valueprobe_jax import metrics as M
+from valueprobe_jax.analysis import metrics as M
 
 METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection bias", "Table 2",
                  "alignment improvement", "value-action agreement", "noise floor")

@@ -7,7 +7,7 @@ questions (3 styles, baseline variant) that the ratings are correlated with.
   Small local variant: append ",runlocal" (3 questions, 2 scenarios each).
 """
 
-from valueprobe_jax.sweep_config import base_config
+from valueprobe_jax.experiments.schema import base_config
 
 
 def get_config(arg: str = "smollm2-135m-instruct"):

@@ -6,7 +6,7 @@ the human distributions (a licensed CSV under the data builder's manual_dir).
   Small local variant: append ",runlocal" (3 questions, 2 countries, 2 samples).
 """
 
-from valueprobe_jax.sweep_config import PAPER_COUNTRIES, base_config
+from valueprobe_jax.experiments.schema import PAPER_COUNTRIES, base_config
 
 
 def get_config(arg: str = "smollm2-135m-instruct"):

@@ -8,7 +8,7 @@ probed with the token, sequence and text methods.
   (5 questions, 2 samples).
 """
 
-from valueprobe_jax.sweep_config import base_config
+from valueprobe_jax.experiments.schema import base_config
 
 
 def get_config(arg: str = "smollm2-135m-instruct"):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from valueprobe_jax import checkpoints, registry
-from valueprobe_jax.checkpoints import (flat_params, load_model, restore_orbax, save_orbax)
+from valueprobe_jax.models import checkpoints, registry
+from valueprobe_jax.models.checkpoints import (flat_params, load_model, restore_orbax, save_orbax)
 from valueprobe_jax.cli import main
 from valueprobe_jax.errors import InputError
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from valueprobe_jax import sampling
+from valueprobe_jax.engine import sampling
 from valueprobe_jax.models import ModelConfig, forward
 from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
 from valueprobe_jax.models.decoder import nest_params

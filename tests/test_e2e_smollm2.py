@@ -9,10 +9,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from valueprobe_jax import representations, results
+from valueprobe_jax.probing import representations
+from valueprobe_jax.experiments import results
 from valueprobe_jax.cli import main
-from valueprobe_jax.config_loading import load_config
-from valueprobe_jax.experiments import run_config
+from valueprobe_jax.experiments.config_loading import load_config
+from valueprobe_jax.experiments.runner import run_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = 3

@@ -14,7 +14,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from valueprobe_jax.checkpoints import gguf_tokenizer, packaged_gguf
+from valueprobe_jax.models.checkpoints import gguf_tokenizer, packaged_gguf
 
 # sys.modules["torch"] = None makes importlib.util.find_spec("torch") return None and
 # `import torch` raise ModuleNotFoundError: exactly what a machine without torch shows.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from valueprobe_jax import metrics as M
-from valueprobe_jax import representations as R
+from valueprobe_jax.analysis import metrics as M
+from valueprobe_jax.probing import representations as R
 
 
 def js_by_hand(p, q):

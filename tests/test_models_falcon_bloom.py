@@ -21,7 +21,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
-from valueprobe_jax import checkpoints  # noqa: E402
+from valueprobe_jax.models import checkpoints  # noqa: E402
 from valueprobe_jax.errors import InputError  # noqa: E402
 from valueprobe_jax.models import KVCache, bloom, causal_mask, falcon, forward  # noqa: E402
 from valueprobe_jax.models.layers import alibi_slopes  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from valueprobe_jax.checkpoints import flat_params, load_model  # noqa: E402
+from valueprobe_jax.models.checkpoints import flat_params, load_model  # noqa: E402
 from valueprobe_jax.models import KVCache, causal_mask, forward  # noqa: E402
 from valueprobe_jax.models.llama import config_from_hf  # noqa: E402
 

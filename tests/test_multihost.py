@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from valueprobe_jax.models.decoder import nest_params
-from valueprobe_jax import sharding as sh
+from valueprobe_jax.parallel import sharding as sh
 from valueprobe_jax.models import ModelConfig, causal_mask, forward, param_shapes
 
 CFG = dict(family="llama", vocab_size=96, hidden_size=32, num_layers=2, num_heads=8,
@@ -26,10 +26,10 @@ WORKER = textwrap.dedent("""
     import numpy as np
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from valueprobe_jax.multihost import agree, initialize_distributed, work_split
+    from valueprobe_jax.parallel.multihost import agree, initialize_distributed, work_split
     assert initialize_distributed()
     import jax.numpy as jnp
-    from valueprobe_jax import sharding as sh
+    from valueprobe_jax.parallel import sharding as sh
     from valueprobe_jax.models import ModelConfig, forward, param_shapes
     from valueprobe_jax.models.decoder import nest_params
     cfg = ModelConfig(**json.loads(sys.argv[1]))

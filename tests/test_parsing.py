@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from valueprobe_jax.parsing import (
+from valueprobe_jax.probing.parsing import (
     paper_extract,
     parse_answer,
     parse_canonical,

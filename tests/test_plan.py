@@ -7,7 +7,7 @@ import pytest
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
-from valueprobe_jax.plan import ACCELERATORS, GiB, candidate_meshes, plan_memory, suggest_mesh
+from valueprobe_jax.parallel.plan import ACCELERATORS, GiB, candidate_meshes, plan_memory, suggest_mesh
 
 # Llama-3.1-8B (config.json of meta-llama/Llama-3.1-8B): 8,030,261,248 parameters.
 LLAMA8B = ModelConfig(family="llama", vocab_size=128256, hidden_size=4096, num_layers=32,
@@ -82,7 +82,7 @@ def test_bad_inputs():
 
 
 def test_cli_every_registry_model(capsys):
-    registry = pytest.importorskip("valueprobe_jax.registry")
+    registry = pytest.importorskip("valueprobe_jax.models.registry")
     from valueprobe_jax.cli import main
 
     assert main(["plan", "--model", "all", "--mesh", "data=1,fsdp=4,tensor=2", "--json"]) == 0

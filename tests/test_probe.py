@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from valueprobe_jax.checkpoints import load_model
+from valueprobe_jax.models.checkpoints import load_model
 from valueprobe_jax.data.questions import load_question_bank
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.probe import ProbeEngine, ProbeSettings, build_probe_requests
+from valueprobe_jax.probing.engine import ProbeEngine, ProbeSettings, build_probe_requests
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from valueprobe_jax import prompts as P
+from valueprobe_jax.probing import prompts as P
 from valueprobe_jax.data.questions import Question, load_question_bank
 from valueprobe_jax.errors import InputError
 
@@ -85,7 +85,7 @@ def smollm2_tokenizer_dir(tmp_path_factory):
     gguf = files[0]
     cached = None
     try:  # ckpt's converted cache holds the tokenizer already (fast)
-        from valueprobe_jax import checkpoints
+        from valueprobe_jax.models import checkpoints
 
         cached = checkpoints.gguf_cache_dir(gguf) / checkpoints.TOKENIZER_DIR
     except (ImportError, AttributeError):

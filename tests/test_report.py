@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.loading import load_results
-from analysis.report import analyze, human_from_wvs, load_human_json, to_json
-from valueprobe_jax import metrics as M
-from valueprobe_jax import representations as R
+from valueprobe_jax.analysis.loading import load_results
+from valueprobe_jax.analysis.report import analyze, human_from_wvs, load_human_json, to_json
+from valueprobe_jax.analysis import metrics as M
+from valueprobe_jax.probing import representations as R
 from valueprobe_jax.cli import main
 from valueprobe_jax.cli.report import _read_qids
-from valueprobe_jax.results import write_rows_atomic
+from valueprobe_jax.experiments.results import write_rows_atomic
 
 MODELS = ("tiny-a", "tiny-b", "tiny-c")
 STYLES = ("default", "prefixed", "one_shot")

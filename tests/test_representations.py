@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from valueprobe_jax.parsing import parse_canonical
-from valueprobe_jax.representations import p_seq, p_text, p_token, to_canonical
+from valueprobe_jax.probing.parsing import parse_canonical
+from valueprobe_jax.probing.representations import p_seq, p_text, p_token, to_canonical
 
 
 def test_to_canonical():

@@ -19,7 +19,7 @@ import scipy.stats
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models import causal_mask, forward
-from valueprobe_jax.sampling import (Sampler, SamplingParams, filter_logits, prompt_bucket,
+from valueprobe_jax.engine.sampling import (Sampler, SamplingParams, filter_logits, prompt_bucket,
                                      stable_hash, two_level_gumbel_max)
 
 torch = pytest.importorskip("torch")
@@ -36,7 +36,7 @@ INSTRUCTIONS = ("Answer with the letter of one option.", "Pick one option and ex
 
 @pytest.fixture(scope="module")
 def model():
-    from valueprobe_jax.checkpoints import load_model
+    from valueprobe_jax.models.checkpoints import load_model
 
     try:
         return load_model("smollm2-135m-instruct")

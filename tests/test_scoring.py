@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from valueprobe_jax import prompts as P
-from valueprobe_jax import scoring as S
+from valueprobe_jax.probing import prompts as P
+from valueprobe_jax.engine import scoring as S
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models import bloom, falcon, llama
 from valueprobe_jax.models.decoder import nest_params
@@ -45,7 +45,7 @@ def random_params(cfg, seed):
 
 @pytest.fixture(scope="module")
 def smol():
-    from valueprobe_jax.checkpoints import load_model
+    from valueprobe_jax.models.checkpoints import load_model
 
     return load_model("smollm2-135m-instruct")
 
@@ -295,7 +295,7 @@ def test_rating_distribution_equals_plain_next_token_probabilities(tok):
 def test_flop_model_matches_xla_cost_analysis():
     """The bench's two FLOP counts agree: our config formula and XLA's cost analysis of the
     compiled cores (scan body counted once by XLA, so scaled by the layer count)."""
-    from valueprobe_jax import bench
+    from valueprobe_jax.bench import strategies as bench
 
     cfg = TINY["llama"].replace(num_layers=3)
     shapes = {("tree", 2, 128, 128, 32, 64): 2, ("naive", 1, 64, 64, 16, 64): 1,

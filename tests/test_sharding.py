@@ -16,12 +16,12 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from valueprobe_jax.models.decoder import nest_params
-from valueprobe_jax import sharding as sh
+from valueprobe_jax.parallel import sharding as sh
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.merge import merge_shards
+from valueprobe_jax.experiments.merge import merge_shards
 from valueprobe_jax.models import Decoder, KVCache, ModelConfig, causal_mask, forward
 from valueprobe_jax.models.layers import LOGICAL_AXES, param_shapes
-from valueprobe_jax.multihost import (WorkSplit, agree, host_slice, initialize_distributed,
+from valueprobe_jax.parallel.multihost import (WorkSplit, agree, host_slice, initialize_distributed,
                                       multihost_requested, work_split)
 
 MESHES = ["data=2,tensor=4", "fsdp=8", "data=8"]
@@ -202,7 +202,7 @@ class CharTokenizer:
 def test_scoring_matches_single_device(tiny_params):
     """Token logits and option log-likelihoods of the packed and prefix-cache strategies on every
     mesh equal the single-device numbers (float32, 1e-5)."""
-    scoring = pytest.importorskip("valueprobe_jax.scoring")
+    scoring = pytest.importorskip("valueprobe_jax.engine.scoring")
     system = "You are asked a survey question. Answer with one label.\n"
     reqs = [scoring.ScoreRequest(f"q{i}", f"{system}Q{i}: {q}\nAnswer:",
                                  [f" {lab}. {opt}" for lab, opt in zip("ABCD", opts)], list("ABCD")[:len(opts)])
@@ -228,7 +228,7 @@ def test_scoring_matches_single_device(tiny_params):
 def test_sampling_matches_single_device(tiny_params):
     """Greedy and temperature-1 generations (same seed) are identical on every mesh; one sampler
     per mesh serves both temperatures (they are traced scalars: no recompilation)."""
-    sampling = pytest.importorskip("valueprobe_jax.sampling")
+    sampling = pytest.importorskip("valueprobe_jax.engine.sampling")
     prompts = ["Pick A or B:", "Which? ", "Option C is"]
     keys = ["q1", "q2", "q3"]
     sps = [sampling.SamplingParams(temperature=t, max_new_tokens=6, num_samples=4, seed=3)
@@ -270,7 +270,7 @@ def test_orbax_restore_into_sharded_layout(tmp_path, tiny_params):
 
 
 def test_checkpoints_restore_orbax_with_shardings(tmp_path, tiny_params):
-    checkpoints = pytest.importorskip("valueprobe_jax.checkpoints")
+    checkpoints = pytest.importorskip("valueprobe_jax.models.checkpoints")
     if not hasattr(checkpoints, "restore_orbax"):
         pytest.skip("checkpoints.restore_orbax not written yet")
     mesh = sh.make_mesh("fsdp=4,tensor=2")
@@ -369,7 +369,8 @@ def test_smollm2_sampling_and_scoring_on_meshes():
     draw landing among tail tokens of probability ~1e-6 moves to a neighbour when the sum's
     rounding changes with the layout. Gumbel-max (argmax(logits/T + Gumbel noise)) flips only
     when the two best perturbed scores are within ~1e-5 of each other."""
-    from valueprobe_jax import checkpoints, sampling, scoring
+    from valueprobe_jax.models import checkpoints
+    from valueprobe_jax.engine import sampling, scoring
 
     m = checkpoints.load_model("smollm2-135m-instruct")
     tok = m.tokenizer

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from valueprobe_jax import checkpoints
+from valueprobe_jax.models import checkpoints
 from valueprobe_jax.cli.logprobs import encode, next_token_logprobs
 
 torch = pytest.importorskip("torch")

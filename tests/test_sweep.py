@@ -15,8 +15,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from valueprobe_jax import results, sweep
-from valueprobe_jax.config_loading import apply_override, load_config, split_config_overrides
+from valueprobe_jax.experiments import results, sweep
+from valueprobe_jax.experiments.config_loading import apply_override, load_config, split_config_overrides
 from valueprobe_jax.errors import InputError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def tiny_model_dir(tmp_path_factory):
     torch = pytest.importorskip("torch")
     import transformers
 
-    from valueprobe_jax.checkpoints import load_model
+    from valueprobe_jax.models.checkpoints import load_model
 
     tok = load_model("smollm2-135m-instruct").tokenizer
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,

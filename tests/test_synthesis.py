@@ -13,12 +13,12 @@ import re
 
 import pytest
 
-from valueprobe_jax import synthesis as syn
-from valueprobe_jax.config_loading import load_config
+from valueprobe_jax.synthesis import pipeline as syn
+from valueprobe_jax.experiments.config_loading import load_config
 from valueprobe_jax.data.questions import load_question_bank
 from valueprobe_jax.data.scenarios import load_scenarios, parse_value, parse_verdict
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.sampling import Generation
+from valueprobe_jax.engine.sampling import Generation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "synthesis.py")
@@ -395,7 +395,7 @@ def write_rows(path, rows):
 
 
 def test_verify_cli_resumable_and_released_format(tmp_path, data_dir, monkeypatch):
-    from valueprobe_jax import checkpoints
+    from valueprobe_jax.models import checkpoints
     from valueprobe_jax.cli import main
 
     replies = iter([GOOD, MIXED, DOUBLED])
@@ -443,7 +443,7 @@ def test_end_to_end_on_smollm2(tmp_path, data_dir, monkeypatch, capsys):
     """Two questions through every stage with the real small model (it writes poor scenes: the
     point is that each stage runs and the report's numbers add up), a resumed rerun that loads
     nothing, then `valueprobe verify` on two released rows with the same model."""
-    from valueprobe_jax import checkpoints
+    from valueprobe_jax.models import checkpoints
     from valueprobe_jax.cli import main
 
     real = checkpoints.load_model

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from valueprobe_jax import compile_cache
-from valueprobe_jax.config_loading import split_config_overrides
+from valueprobe_jax.experiments.config_loading import split_config_overrides
 from valueprobe_jax.errors import InputError
 
 # subcommand name -> module under valueprobe_jax.cli

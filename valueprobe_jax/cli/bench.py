@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax import bench  # noqa: PLC0415 (jax import only when running)
+    from valueprobe_jax.bench import strategies as bench  # noqa: PLC0415 (jax import only when running)
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     styles = tuple(s.strip() for s in args.styles.split(",") if s.strip())

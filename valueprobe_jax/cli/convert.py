@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pathlib
 
-    from valueprobe_jax.checkpoints import load_model, save_orbax
+    from valueprobe_jax.models.checkpoints import load_model, save_orbax
     from valueprobe_jax.errors import InputError
 
     out = pathlib.Path(args.out)

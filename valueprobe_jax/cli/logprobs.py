@@ -53,7 +53,7 @@ def next_token_logprobs(cfg, params, ids: list[int]) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.checkpoints import load_model
+    from valueprobe_jax.models.checkpoints import load_model
 
     if args.top_k < 1:
         raise InputError(f"--top-k {args.top_k}: must be at least 1")

@@ -9,7 +9,7 @@ import argparse
 import pathlib
 
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.merge import merge_shards
+from valueprobe_jax.experiments.merge import merge_shards
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

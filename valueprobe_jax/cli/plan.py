@@ -10,9 +10,9 @@ import argparse
 import json
 
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.plan import (ACCELERATORS, GiB, USABLE_FRACTION, MemoryPlan, compact_mesh,
+from valueprobe_jax.parallel.plan import (ACCELERATORS, GiB, USABLE_FRACTION, MemoryPlan, compact_mesh,
                                  plan_memory, suggest_mesh)
-from valueprobe_jax.sharding import mesh_spec_str, parse_mesh_spec
+from valueprobe_jax.parallel.sharding import mesh_spec_str, parse_mesh_spec
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def _fits_on(plan: MemoryPlan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax import registry
+    from valueprobe_jax.models import registry
 
     specs = registry.list_specs() if args.model == "all" else [registry.get_spec(args.model)]
     mesh = parse_mesh_spec(args.mesh) if args.mesh else None

@@ -7,11 +7,11 @@ import argparse
 import pathlib
 import time
 
-from valueprobe_jax import results
+from valueprobe_jax.experiments import results
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.probe import METHODS, ProbeEngine, ProbeSettings, build_probe_requests
-from valueprobe_jax.questions_input import select_questions
-from valueprobe_jax.sweep_config import PAPER_STYLES
+from valueprobe_jax.probing.engine import METHODS, ProbeEngine, ProbeSettings, build_probe_requests
+from valueprobe_jax.data.selection import select_questions
+from valueprobe_jax.experiments.schema import PAPER_STYLES
 
 
 def _csv(text: str) -> list[str]:
@@ -67,8 +67,8 @@ def print_summary(rows: list[dict], questions: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.checkpoints import load_model  # noqa: PLC0415 (heavy import)
-    from valueprobe_jax.sharding import make_mesh  # noqa: PLC0415
+    from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415 (heavy import)
+    from valueprobe_jax.parallel.sharding import make_mesh  # noqa: PLC0415
 
     settings = ProbeSettings(methods=tuple(_csv(args.methods)), samples=args.samples,
                              temperature=args.temperature, max_new_tokens=args.max_new_tokens,

@@ -50,8 +50,8 @@ def _read_qids(path: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.loading import load_results
-    from analysis.report import build_report, human_from_wvs, load_human_json
+    from valueprobe_jax.analysis.loading import load_results
+    from valueprobe_jax.analysis.report import build_report, human_from_wvs, load_human_json
 
     root = pathlib.Path(args.results_dir)
     if not root.is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from valueprobe_jax.config_loading import load_config
+from valueprobe_jax.experiments.config_loading import load_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.experiments import run_config  # noqa: PLC0415 (heavy)
+    from valueprobe_jax.experiments.runner import run_config  # noqa: PLC0415 (heavy)
 
     overrides = list(args.config_overrides)
     if args.mesh:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from valueprobe_jax.config_loading import load_config
+from valueprobe_jax.experiments.config_loading import load_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.synthesis import report_lines, run_synthesis  # noqa: PLC0415
+    from valueprobe_jax.synthesis.pipeline import report_lines, run_synthesis  # noqa: PLC0415
 
     config = load_config(args.config, getattr(args, "config_overrides", ()))
     workdir = pathlib.Path(args.workdir)

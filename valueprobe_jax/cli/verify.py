@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax import synthesis as syn  # noqa: PLC0415
+    from valueprobe_jax.synthesis import pipeline as syn  # noqa: PLC0415
     from valueprobe_jax.errors import InputError  # noqa: PLC0415
 
     for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch", args.batch),
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         part = rows[start:start + args.chunk_size]
         if not path.exists():
             if judge is None:
-                from valueprobe_jax.checkpoints import load_model  # noqa: PLC0415
+                from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415
 
                 judge = syn.ChatModel(load_model(args.model, dtype=args.dtype))
             keys = [f"verify|{start + i}" for i in range(len(part))]

@@ -69,7 +69,7 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax.models.layers import KVCache, forward
-from valueprobe_jax.sharding import jit_with_shardings
+from valueprobe_jax.parallel.sharding import jit_with_shardings
 
 STRATEGIES = ("naive", "padded", "packed", "prefix_cache")
 
@@ -713,7 +713,7 @@ class Scorer:
         self.cfg, params, self.tokenizer = unpack_model(model, tokenizer)
         self.mesh = mesh
         if mesh is not None:
-            from valueprobe_jax import sharding as sh  # noqa: PLC0415 (only with a mesh)
+            from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415 (only with a mesh)
 
             self.params = sh.shard_params(params, mesh, self.cfg)
         else:
@@ -903,7 +903,7 @@ class Scorer:
     def _sharded_core(self, kind: str, *shape: int) -> Callable:
         """The core pinned to ``self.mesh``: parameters by their logical axes, rows over the batch
         axes (data, fsdp), a prefix cache replicated over rows with kv heads over tensor."""
-        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+        from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415
 
         mesh, cfg = self.mesh, self.cfg
         ps, rep = sh.param_shardings(cfg, mesh), sh.replicated(mesh)

@@ -6,7 +6,7 @@ position), then one full forward over prompt + option per option, summing the lo
 of the option tokens. Generation: ``model.generate(num_return_sequences=N)`` per prompt,
 temperature 1, no top-k / top-p.
 
-It runs as its own process (``python -m valueprobe_jax.hf_reference IN.json OUT.json``) and never
+It runs as its own process (``python -m valueprobe_jax.bench.hf_reference IN.json OUT.json``) and never
 imports JAX: in one process, XLA's CPU worker threads and PyTorch's OpenMP threads compete for the
 cores, which slowed PyTorch by 10x and more on a 2-core machine. Input: {"model": path (GGUF
 file or HF directory), "tokenizer": directory, "requests": [{key, prompt, continuations,

@@ -21,8 +21,9 @@ import ml_collections
 from tqdm import tqdm
 
 from valueprobe_jax import io
-from valueprobe_jax import results
-from valueprobe_jax.config_loading import config_fingerprint
+from valueprobe_jax.experiments import results
+from valueprobe_jax.probing.engine import probe_key
+from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.errors import InputError
 
 # Config fields that define the work items and their results (a workdir is bound to them).
@@ -42,10 +43,6 @@ class WorkItem:
     scenario_id: str = ""
     action: str = ""
     template: int = -1
-
-
-def probe_key(experiment: str, model: str, style: str, variant: str, country: str | None, qid: str) -> str:
-    return f"{experiment}|{model}|{style}|{variant}|{country or '-'}|{qid}"
 
 
 def expand_probe_items(config: ml_collections.ConfigDict, qids: Sequence[str]) -> list[WorkItem]:
@@ -138,7 +135,7 @@ def run_chunks(workdir: str | os.PathLike, config: ml_collections.ConfigDict, it
     mine = [i for i in range(len(chunks)) if i % process_count == process_index]
     todo = pending_chunks(workdir, config, items, process_index, process_count)
     if lockstep:
-        from valueprobe_jax.multihost import agree  # noqa: PLC0415
+        from valueprobe_jax.parallel.multihost import agree  # noqa: PLC0415
 
         pending = set(todo)
         todo = [i for i, t in zip(mine, agree([i in pending for i in mine])) if t]

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from valueprobe_jax import io
-from valueprobe_jax import scoring as S
+from valueprobe_jax.engine import scoring as S
 from valueprobe_jax.errors import InputError
 
 # ----------------------------------------------------------------------------- inputs
@@ -46,7 +46,7 @@ def bench_prompts(tokenizer: Any, questions: Sequence[Any], styles: Sequence[str
                   instruct: bool = True) -> list[tuple[S.ScoreRequest, int]]:
     """(request, number of options) for every question x style, rendered with ``prompts.py``
     (baseline option variant)."""
-    from valueprobe_jax import prompts as P  # noqa: PLC0415
+    from valueprobe_jax.probing import prompts as P  # noqa: PLC0415
 
     out = []
     for q in questions:
@@ -255,7 +255,7 @@ def max_differences(a: Sequence[S.ScoreResult], b: Sequence[S.ScoreResult]) -> d
 
 def hf_checkpoint(name: str) -> str:
     """The GGUF file or HF directory that transformers can load for ``name``."""
-    from valueprobe_jax import checkpoints  # noqa: PLC0415
+    from valueprobe_jax.models import checkpoints  # noqa: PLC0415
 
     if os.path.exists(name):
         return str(name)
@@ -278,7 +278,7 @@ def run_hf_reference(model: Any, model_name: str, requests: Sequence[S.ScoreRequ
         src, dst = os.path.join(d, "job.json"), os.path.join(d, "out.json")
         with open(src, "w", encoding="utf-8") as f:
             json.dump(job, f)
-        proc = subprocess.run([sys.executable, "-m", "valueprobe_jax.hf_reference", src, dst],
+        proc = subprocess.run([sys.executable, "-m", "valueprobe_jax.bench.hf_reference", src, dst],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -308,7 +308,7 @@ def our_generate(model: Any, prompts: Sequence[str], keys: Sequence[str], *, sam
                  max_new_tokens: int) -> tuple[float, float, list[list[int]], dict[str, int]]:
     """``sampling.Sampler``: a cold call (compiles), then a timed warm call. Returns (seconds,
     cold seconds, generated lengths per prompt, the warm call's ``SamplerStats``)."""
-    from valueprobe_jax.sampling import Sampler, SamplingParams  # noqa: PLC0415
+    from valueprobe_jax.engine.sampling import Sampler, SamplingParams  # noqa: PLC0415
 
     sampler = Sampler(model.cfg, model.params, model.tokenizer)
     sp = SamplingParams(temperature=1.0, num_samples=samples, max_new_tokens=max_new_tokens)
@@ -397,7 +397,7 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
     """Everything ``valueprobe bench`` reports, as one JSON-ready dict."""
-    from valueprobe_jax.checkpoints import load_model  # noqa: PLC0415
+    from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415
     from valueprobe_jax.data.questions import load_question_bank  # noqa: PLC0415
 
     for s in opts.strategies:

@@ -431,7 +431,7 @@ class ChatModel:
 
     def render(self, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
         """Generation-ready text (prompts.render: chat template, or plain joined text)."""
-        from valueprobe_jax.prompts import Prompt, render  # noqa: PLC0415
+        from valueprobe_jax.probing.prompts import Prompt, render  # noqa: PLC0415
 
         msgs = [dict(m) for m in messages]
         if assistant_prefix:
@@ -444,7 +444,7 @@ class ChatModel:
 
     def generate(self, texts: Sequence[str], keys: Sequence[str], params: Any,
                  max_batch: int) -> list[list[Any]]:
-        from valueprobe_jax.sampling import Sampler  # noqa: PLC0415
+        from valueprobe_jax.engine.sampling import Sampler  # noqa: PLC0415
 
         if max_batch not in self._samplers:
             m = self.model
@@ -511,7 +511,7 @@ class VerifySettings:
 def verify_rows(judge: ChatModel, instruction: str, rows: Sequence[dict[str, Any]],
                 settings: VerifySettings, *, keys: Sequence[str] | None = None) -> list[str]:
     """The judge's greedy reply to the verification prompt for every row (same order)."""
-    from valueprobe_jax.sampling import SamplingParams  # noqa: PLC0415
+    from valueprobe_jax.engine.sampling import SamplingParams  # noqa: PLC0415
 
     if not rows:
         return []
@@ -535,7 +535,7 @@ VERIFICATION_FINGERPRINT = ("verification",)
 
 
 def _fingerprint(config: Any, fields: Sequence[str]) -> str:
-    from valueprobe_jax.config_loading import config_fingerprint  # noqa: PLC0415
+    from valueprobe_jax.experiments.config_loading import config_fingerprint  # noqa: PLC0415
 
     return config_fingerprint(config, fields)
 
@@ -600,7 +600,7 @@ def run_generation(config: Any, workdir: pathlib.Path, questions: Sequence[Quest
                    get_model: Callable[[str, str], ChatModel], *, log: Callable[[str], None] = print
                    ) -> StageCounts:
     """Generate, parse and select scenes for every question without a generate/ chunk."""
-    from valueprobe_jax.sampling import SamplingParams  # noqa: PLC0415
+    from valueprobe_jax.engine.sampling import SamplingParams  # noqa: PLC0415
 
     g = config.generation
     settings = selection_settings(config)
@@ -782,7 +782,7 @@ def run_synthesis(config: Any, workdir: str | os.PathLike, *,
     once per (name, dtype), so the generator serves as the judge when both are the same model.
     Models are loaded only when a stage has questions left to run.
     """
-    from valueprobe_jax.questions_input import select_questions  # noqa: PLC0415
+    from valueprobe_jax.data.selection import select_questions  # noqa: PLC0415
 
     workdir = pathlib.Path(workdir)
     if workdir.exists() and not workdir.is_dir():
@@ -798,7 +798,7 @@ def run_synthesis(config: Any, workdir: str | os.PathLike, *,
         loaded: dict[tuple[str, str], ChatModel] = {}
 
         def get_model(name: str, dtype: str) -> ChatModel:
-            from valueprobe_jax import checkpoints  # noqa: PLC0415
+            from valueprobe_jax.models import checkpoints  # noqa: PLC0415
 
             if (name, dtype) not in loaded:
                 loaded[(name, dtype)] = ChatModel(checkpoints.load_model(name, dtype=dtype))

@@ -14,16 +14,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from valueprobe_jax import parsing, representations
-from valueprobe_jax.actions import rating_messages
-from valueprobe_jax.checkpoints import LoadedModel
+from valueprobe_jax.probing import parsing, representations
+from valueprobe_jax.probing.ratings import rating_messages
+from valueprobe_jax.models.checkpoints import LoadedModel
 from valueprobe_jax.data.questions import Question
 from valueprobe_jax.data.scenarios import Scenario
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.prompts import Prompt, build_prompt, option_continuations, render
-from valueprobe_jax.sampling import Sampler, SamplingParams
-from valueprobe_jax.scoring import STRATEGIES, Scorer, ScoreRequest
-from valueprobe_jax.sweep import probe_key
+from valueprobe_jax.probing.prompts import Prompt, build_prompt, option_continuations, render
+from valueprobe_jax.engine.sampling import Sampler, SamplingParams
+from valueprobe_jax.engine.scoring import STRATEGIES, Scorer, ScoreRequest
 
 METHODS = ("token", "seq", "text")
 
@@ -250,6 +249,11 @@ class ProbeEngine:
                 "n_prompt_tokens": int(e.n_prompt_tokens), "seed": s.seed,
             })
         return rows
+
+
+def probe_key(experiment: str, model: str, style: str, variant: str, country: str | None, qid: str) -> str:
+    """The stable row key of one probe (also the key sweeps resume by)."""
+    return f"{experiment}|{model}|{style}|{variant}|{country or '-'}|{qid}"
 
 
 def build_probe_requests(questions: Sequence[Question], styles: Sequence[str], variants: Sequence[str],

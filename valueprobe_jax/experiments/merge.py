@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.results import write_table_atomic
+from valueprobe_jax.experiments.results import write_table_atomic
 
 
 @dataclasses.dataclass(frozen=True)

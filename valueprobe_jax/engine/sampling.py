@@ -37,7 +37,7 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
 from valueprobe_jax.models.layers import KVCache, Params, forward
-from valueprobe_jax.sharding import jit_with_shardings
+from valueprobe_jax.parallel.sharding import jit_with_shardings
 
 # finish codes used inside the jitted loop
 _LENGTH, _EOS, _END_OF_TURN = 0, 1, 2
@@ -440,7 +440,7 @@ class Sampler:
         self.max_prompts = 1 << (max_prompts.bit_length() - 1)  # a power of two
         self.mesh = mesh
         if mesh is not None:
-            from valueprobe_jax import sharding as sh  # noqa: PLC0415
+            from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415
 
             self.params = sh.shard_params(params, mesh, cfg)
         self.add_special_tokens = add_special_tokens
@@ -474,7 +474,7 @@ class Sampler:
             return _cached_prefill(self.cfg)
         key = ("prefill", prompts, p)
         if key not in self._fns:
-            from valueprobe_jax import sharding as sh  # noqa: PLC0415 (only needed with a mesh)
+            from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415 (only needed with a mesh)
 
             self._fns[key] = make_prefill_fn(
                 self.cfg, in_shardings=(sh.param_shardings(self.cfg, self.mesh),
@@ -492,18 +492,18 @@ class Sampler:
         return self._fns[key]
 
     def _batch(self, *shape: int) -> Any:
-        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+        from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415
 
         return sh.batch_sharding(self.mesh, shape)
 
     def _vocab_rows(self, b: int) -> Any:
-        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+        from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415
 
         return jax.sharding.NamedSharding(self.mesh, sh.logical_to_pspec(
             ("batch", "vocab"), (b, self.cfg.vocab_size), self.mesh)[0])
 
     def _prompt_cache(self, prompts: int, p: int) -> Any:
-        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+        from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415
 
         return sh.cache_shardings(self.cfg, self.mesh, prompts, p)
 
@@ -512,7 +512,7 @@ class Sampler:
         """The decode loop pinned to ``self.mesh``: parameters by their logical axes, prompts,
         pairs and the rows' generated keys/values over the batch axes (data, fsdp), kv heads
         over tensor."""
-        from valueprobe_jax import sharding as sh  # noqa: PLC0415
+        from valueprobe_jax.parallel import sharding as sh  # noqa: PLC0415
 
         mesh, cfg = self.mesh, self.cfg
         rep = sh.replicated(mesh)

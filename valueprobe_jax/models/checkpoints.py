@@ -26,7 +26,7 @@ from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import check_params, flatten_params, nest_params
-from valueprobe_jax.registry import PACKAGED, ModelSpec, family_module, get_spec
+from valueprobe_jax.models.registry import PACKAGED, ModelSpec, family_module, get_spec
 
 # Never reach for the hub (huggingface_hub reads this when first imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -14,12 +14,12 @@ from typing import Any
 
 import ml_collections
 
-from valueprobe_jax import sweep
+from valueprobe_jax.experiments import sweep
 from valueprobe_jax.data.scenarios import load_scenarios, scenarios_by_qid
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.probe import ProbeEngine, ProbeRequest, ProbeSettings, RatingRequest
-from valueprobe_jax.prompts import build_prompt
-from valueprobe_jax.questions_input import select_questions
+from valueprobe_jax.probing.engine import ProbeEngine, ProbeRequest, ProbeSettings, RatingRequest
+from valueprobe_jax.probing.prompts import build_prompt
+from valueprobe_jax.data.selection import select_questions
 
 
 @dataclasses.dataclass
@@ -78,11 +78,11 @@ def chunk_processor(engine: ProbeEngine, plan: Plan, config: ml_collections.Conf
 def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                progress: bool = True) -> sweep.SweepStats:
     """Run (or resume) the sweep of ``config`` in ``workdir`` on this host's share of chunks."""
-    from valueprobe_jax.checkpoints import load_model  # noqa: PLC0415 (heavy)
+    from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415 (heavy)
     import jax  # noqa: PLC0415
 
-    from valueprobe_jax.multihost import WorkSplit, initialize_distributed, work_split  # noqa: PLC0415
-    from valueprobe_jax.sharding import make_mesh  # noqa: PLC0415
+    from valueprobe_jax.parallel.multihost import WorkSplit, initialize_distributed, work_split  # noqa: PLC0415
+    from valueprobe_jax.parallel.sharding import make_mesh  # noqa: PLC0415
 
     plan = plan_sweep(config)
     settings = ProbeSettings.from_config(config)

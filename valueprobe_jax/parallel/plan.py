@@ -33,7 +33,7 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.decoder import flatten_params
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import param_shapes
-from valueprobe_jax.sharding import (MESH_AXES, Fallback, cache_pspecs, logical_to_pspec,
+from valueprobe_jax.parallel.sharding import (MESH_AXES, Fallback, cache_pspecs, logical_to_pspec,
                                      param_pspecs, parse_mesh_spec)
 
 GiB = 1024 ** 3

@@ -1,0 +1,1 @@
+"""Benchmarks: scoring strategies, the HF-PyTorch reference of the paper's procedure (beside engine)."""

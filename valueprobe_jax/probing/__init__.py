@@ -1,0 +1,1 @@
+"""Value probing: prompts, parsing, representations, ratings and the engine facade (layer 4)."""

@@ -1,0 +1,1 @@
+"""Scenario synthesis and verification for the value-action study (beside experiments)."""

@@ -17,6 +17,7 @@ setup(
         "numpy>=2.0",
         "scipy>=1.13",
         "transformers>=5.0",  # tokenizers and chat templates
+        "jinja2>=3.1",  # chat templates are rendered with it (prompts.py); torch brought it before
         "safetensors>=0.4",  # HF checkpoints without PyTorch
         "gguf>=0.17",  # the packaged SmolLM2 weights
         "orbax-checkpoint>=0.11",

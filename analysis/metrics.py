@@ -622,3 +622,163 @@ def text_noise_floor(samples: Mapping[str, Sequence[tuple[Sequence[int | None], 
     n_samples = max(ns) if ns else 0
     pq = {c: _per_question(v) for c, v in cols.items()}
     return NoiseFloor(n_samples, pq["split"], pq["sim_h"], pq["sim_f"], pq["floor"], pq["ana"])
+
+
+# ----------------------------------------------------------------------------- the release's way
+
+
+@dataclass(frozen=True)
+class ReleaseAlignment:
+    """Alignment improvement in raw EMD units, averaged as the paper's released code did
+    (eval_utils.get_average_EMD, compute_metrics.draw_demographic_alignment)."""
+
+    emd_without: float  # mean over (variant, country) cells of the style-averaged EMD
+    emd_with: float
+    improvement: Estimate  # mean over cells of EMD without - EMD with; CI resamples questions
+    n_questions: int
+    cells: dict[tuple[str, str], tuple[float, float]] = field(repr=False, default_factory=dict)
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cells)
+
+
+def release_alignment(with_country: Mapping[tuple[tuple[str, str], str, str], np.ndarray],
+                      without_country: Mapping[tuple[tuple[str, str], str], np.ndarray],
+                      human: Mapping[tuple[str, str], np.ndarray], *,
+                      countries: Iterable[str] | None = None,
+                      variants: Iterable[str] | None = None, qids: Iterable[str] | None = None,
+                      n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> ReleaseAlignment:
+    """EMD = scipy's wasserstein_distance over positions 0..k-1 (unit spacing: ``emd_1d``, no
+    division by k - 1). Per (variant, country, style): mean over the questions with a model and a
+    human vector (human sums of 0 skipped) of EMD with and without the country prompt; then the
+    mean over styles; improvement per (variant, country) = EMD without - EMD with; reported: the
+    mean over (variant, country) cells. Conditions are (style, variant) pairs as
+    ``LoadedResults.country_sets`` gives them. The bootstrap CI resamples questions jointly for
+    every cell and redoes the nested means."""
+    keep_c = set(countries) if countries is not None else None
+    keep_v = set(variants) if variants is not None else None
+    keep_q = set(qids) if qids is not None else None
+    cells: dict[tuple[str, str], dict[str, dict[str, tuple[float, float]]]] = {}
+    for ((style, variant), country, qid), p in with_country.items():
+        if ((keep_c is not None and country not in keep_c)
+                or (keep_v is not None and variant not in keep_v)
+                or (keep_q is not None and qid not in keep_q)):
+            continue
+        q = human.get((country, qid))
+        p0 = without_country.get(((style, variant), qid))
+        if q is None or p0 is None or float(np.sum(q)) <= 0:
+            continue
+        cells.setdefault((variant, country), {}).setdefault(style, {})[qid] = \
+            (emd_1d(p0, q), emd_1d(p, q))
+    keys = sorted(cells)
+    styles = sorted({s for c in cells.values() for s in c})
+    questions = sorted({q for c in cells.values() for by_q in c.values() for q in by_q})
+    col = {q: i for i, q in enumerate(questions)}
+    shape = (len(keys), len(styles), len(questions))
+    e0, e1 = np.full(shape, np.nan), np.full(shape, np.nan)
+    for i, key in enumerate(keys):
+        for j, s in enumerate(styles):
+            for q, (a, b) in cells[key].get(s, {}).items():
+                e0[i, j, col[q]], e1[i, j, col[q]] = a, b
+
+    def nested(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cell style-averaged EMD without / with, questions weighted by ``weights``."""
+        import warnings
+
+        out = []
+        for e in (e0, e1):
+            have = np.isfinite(e)
+            w = have * weights
+            tot = w.sum(axis=2)
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a cell left without questions
+                per_style = np.where(tot > 0, np.nansum(np.nan_to_num(e) * w, axis=2) / tot,
+                                     np.nan)
+                out.append(np.nanmean(per_style, axis=1) if styles else np.zeros(len(keys)))
+        return out[0], out[1]
+
+    if not keys:
+        return ReleaseAlignment(math.nan, math.nan, Estimate(math.nan, math.nan, math.nan, 0), 0)
+    w0, w1 = nested(np.ones(len(questions)))
+
+    def stat(idx: np.ndarray) -> float:
+        a, b = nested(np.bincount(idx, minlength=len(questions)).astype(np.float64))
+        d = (a - b)[np.isfinite(a - b)]
+        return float(d.mean()) if d.size else math.nan
+
+    lo, hi = bootstrap_stat_ci(len(questions), stat, n_boot=n_boot, seed=seed)
+    imp = Estimate(float(np.mean(w0 - w1)), lo, hi, len(questions))
+    return ReleaseAlignment(float(np.mean(w0)), float(np.mean(w1)), imp, len(questions),
+                            {k: (float(a), float(b)) for k, a, b in zip(keys, w0, w1)})
+
+
+def token_set_mismatch(logits_by_qid: Mapping[str, Sequence[tuple[Sequence[float],
+                                                                  Sequence[float]]]]
+                       ) -> PerQuestion:
+    """"A" vs " A": per probed prompt, 1.0 where the argmax of the softmax over the bare-label
+    logits differs from the argmax over the space-label logits (both in display order); each
+    question's prompts averaged. Not in the released code: our reconstruction of the paper's
+    token-set comparison."""
+    from valueprobe_jax.probing.representations import p_token
+
+    values = {}
+    for qid, pairs in logits_by_qid.items():
+        if pairs:
+            values[qid] = float(np.mean(mismatch_per_question(
+                [p_token(a) for a, _ in pairs], [p_token(b) for _, b in pairs])))
+    return _per_question(values)
+
+
+@dataclass(frozen=True)
+class ValidAnswers:
+    """Text samples that parse to a label: the share per question (mean over its prompts) and
+    the released code's column (save_valid_ratio: the mean *count* of valid answers per question,
+    0..N, which its valid_ratio.csv calls a ratio)."""
+
+    ratio: PerQuestion
+    mean_count: float
+    n_samples: int  # N of the rows (the largest when rows differ)
+
+
+def valid_answers(parsed_by_qid: Mapping[str, Sequence[Sequence[int | None]]]) -> ValidAnswers:
+    """``parsed_by_qid``: qid -> the parsed lists (canonical index or None) of its prompts."""
+    ratio, counts, ns = {}, [], {0}
+    for qid, lists in parsed_by_qid.items():
+        lists = [p for p in lists if len(p)]
+        if not lists:
+            continue
+        ratio[qid] = float(np.mean([sum(x is not None for x in p) / len(p) for p in lists]))
+        counts.append(float(np.mean([sum(x is not None for x in p) for p in lists])))
+        ns.update(len(p) for p in lists)
+    return ValidAnswers(_per_question(ratio), float(np.mean(counts)) if counts else math.nan,
+                        max(ns))
+
+
+METHOD_PAIRS = (("token", "seq"), ("token", "text"), ("seq", "text"))
+
+
+def method_agreement(by_method: Mapping[str, Mapping[tuple, np.ndarray]]
+                     ) -> dict[tuple[str, str], PairwiseScores]:
+    """Agreement between the probing methods on the same prompts: for each pair of methods,
+    mismatch (argmax differs) and JS distance per prompt, then each question's prompts averaged.
+    ``by_method``: method -> prompt key -> canonical distribution, the key's last element being
+    the qid (e.g. (style, variant, qid))."""
+    out = {}
+    for a, b in METHOD_PAIRS:
+        if a not in by_method or b not in by_method:
+            continue
+        common = set(by_method[a]) & set(by_method[b])
+        if not common:
+            continue
+        per_prompt = pairwise_scores({a: by_method[a], b: by_method[b]}, [a, b])
+        out[(a, b)] = PairwiseScores(_mean_by_qid(per_prompt.mismatch),
+                                     _mean_by_qid(per_prompt.js), per_prompt.pairs)
+    return out
+
+
+def _mean_by_qid(per_prompt: PerQuestion) -> PerQuestion:
+    acc: dict[str, list[float]] = {}
+    for key, v in zip(per_prompt.qids, per_prompt.values):
+        acc.setdefault(key[-1], []).append(float(v))
+    return _per_question({q: float(np.mean(v)) for q, v in acc.items()})

@@ -274,3 +274,99 @@ def test_bootstrap_deterministic_and_sane():
     assert all(math.isnan(x) for x in M.bootstrap_ci([1.0]))
     e = M.PerQuestion(tuple(f"q{i}" for i in range(50)), v).estimate(n_boot=500, seed=7)
     assert (e.lo, e.hi) == a and e.n == 50 and e.fmt().startswith(f"{v.mean():.3f} [")
+
+
+# --------------------------------------------------------------------------- the release's way
+
+
+def _release_emd_by_hand(with_country, without, human):
+    """The released get_average_EMD / draw_demographic_alignment, written out with scipy: per
+    (variant, country, template) the mean over questions of wasserstein_distance(range(k),
+    range(k), h, m); then the mean over templates; improvement = mean over (variant, country)
+    of without - with."""
+    cells = {}
+    for ((style, variant), country, qid), p in with_country.items():
+        h = human.get((country, qid))
+        if h is None or sum(h) == 0:
+            continue
+        k = len(h)
+        e1 = wasserstein_distance(range(k), range(k), h, p)
+        e0 = wasserstein_distance(range(k), range(k), h, without[((style, variant), qid)])
+        cells.setdefault((variant, country), {}).setdefault(style, []).append((e0, e1))
+    diffs, w0, w1 = [], [], []
+    for by_style in cells.values():
+        a = np.mean([np.mean([e[0] for e in v]) for v in by_style.values()])
+        b = np.mean([np.mean([e[1] for e in v]) for v in by_style.values()])
+        w0.append(a)
+        w1.append(b)
+        diffs.append(a - b)
+    return float(np.mean(diffs)), float(np.mean(w0)), float(np.mean(w1)), len(cells)
+
+
+def test_release_alignment_equals_scipy_the_release_way():
+    rng = np.random.default_rng(3)
+    ks = {"Q1": 4, "Q2": 10, "Q3": 3, "Q4": 5}
+    styles, variants, countries = ("default", "prefixed", "one_shot"), ("baseline", "num"), \
+        ("Egypt", "Germany", "Czech")
+    human = {(c, q): rng.dirichlet(np.ones(k)) for c in countries for q, k in ks.items()}
+    human[("Egypt", "Q3")] = np.zeros(3)  # not asked: skipped
+    del human[("Germany", "Q2")]  # no human data: skipped
+    without = {((s, v), q): rng.dirichlet(np.ones(k)) for s in styles for v in variants
+               for q, k in ks.items()}
+    with_c = {((s, v), c, q): rng.dirichlet(np.ones(k)) for s in styles for v in variants
+              for c in countries for q, k in ks.items()}
+    del with_c[(("prefixed", "num"), "Egypt", "Q1")]  # a missing prompt: unequal question sets
+    keep = {k: p for k, p in with_c.items() if k[1] != "Czech"}
+    imp, e0, e1, n = _release_emd_by_hand(keep, without, human)
+    got = M.release_alignment(with_c, without, human, countries=["Egypt", "Germany"],
+                              n_boot=200, seed=1)
+    assert got.n_cells == n == 4
+    assert got.improvement.value == pytest.approx(imp, abs=1e-12)
+    assert got.emd_without == pytest.approx(e0, abs=1e-12)
+    assert got.emd_with == pytest.approx(e1, abs=1e-12)
+    assert got.improvement.lo <= got.improvement.value <= got.improvement.hi
+    assert got.n_questions == 4
+    # raw EMD units: a k=10 question can move by up to 9, not 1
+    assert M.emd_1d(np.eye(10)[0], np.eye(10)[9]) == 9.0
+    only_num = M.release_alignment(with_c, without, human, variants=["num"], countries=["Egypt"],
+                                   n_boot=0)
+    assert only_num.n_cells == 1 and math.isnan(only_num.improvement.lo)
+
+
+def test_token_set_mismatch_by_hand():
+    # prompt 1: bare argmax 0, space argmax 2 -> 1; prompt 2: both argmax 1 -> 0
+    logits = {"Q1": [([3.0, 1.0, 0.0], [0.0, 1.0, 5.0]), ([0.0, 2.0, 1.0], [0.0, 9.0, 1.0])],
+              "Q2": [([0.0, 1.0], [1.0, 0.0])]}
+    got = M.token_set_mismatch(logits)
+    assert got.qids == ("Q1", "Q2") and got.values.tolist() == [0.5, 1.0]
+    assert got.mean() == 0.75
+
+
+def test_valid_answers_by_hand():
+    parsed = {"Q1": [[0, None, 1, 1], [None, None, 2, 0]],  # 3/4 and 2/4 valid
+              "Q2": [[1, 1, 1, 1]]}
+    got = M.valid_answers(parsed)
+    assert got.ratio.values.tolist() == [0.625, 1.0]
+    assert got.mean_count == pytest.approx((2.5 + 4) / 2)  # the release's column: counts of 4
+    assert got.n_samples == 4
+
+
+def test_method_agreement_by_hand():
+    a, b, c = np.array([0.7, 0.3]), np.array([0.2, 0.8]), np.array([0.6, 0.4])
+    by_method = {"token": {("default", "baseline", "Q1"): a, ("prefixed", "baseline", "Q1"): a,
+                           ("default", "baseline", "Q2"): b},
+                 "seq": {("default", "baseline", "Q1"): b, ("prefixed", "baseline", "Q1"): c,
+                         ("default", "baseline", "Q2"): b},
+                 "text": {("default", "baseline", "Q1"): a}}
+    got = M.method_agreement(by_method)
+    assert set(got) == {("token", "seq"), ("token", "text"), ("seq", "text")}
+    ts = got[("token", "seq")]
+    assert ts.mismatch.qids == ("Q1", "Q2")
+    assert ts.mismatch.values.tolist() == [0.5, 0.0]  # Q1: a vs b differ, a vs c agree
+    assert ts.js.values.tolist() == pytest.approx([(js_by_hand(a, b) + js_by_hand(a, c)) / 2,
+                                                   0.0])
+    tt = got[("token", "text")]
+    assert tt.mismatch.qids == ("Q1",) and tt.js.values.tolist() == [0.0]
+    st = got[("seq", "text")]
+    assert st.mismatch.values.tolist() == [1.0]
+    assert M.method_agreement({"token": by_method["token"]}) == {}

@@ -38,12 +38,16 @@ BASE_COLUMNS = ("model", "experiment", "qid")
 PROBE_COLUMNS = ("style", "variant", "country", "p_token", "p_seq", "p_text", "parsed")
 ACTION_COLUMNS = ("action", "rating_text", "rating_expected")
 OPTIONAL_COLUMNS = ("display_order", "token_logits", "token_logits_space", "option_logprob",
-                    "option_ntokens", "scenario_id", "template", "seed")
+                    "option_ntokens", "scenario_id", "template", "seed", "generations")
 ACTION_EXPERIMENT = "action_agreement"
 NO_COUNTRY_PRIORITY = ("robustness", "probe", "demographic")
 STYLE_ORDER = ("default", "prefixed", "one_shot")
 VARIANT_ORDER = ("baseline", "reverse", "num", "lower", "shuffle")
 RATING_KINDS = ("text", "expected")
+# rating["text_paper"]: the generations re-parsed with the released rule (first digit run, no
+# range check), an unparsed generation counted as -1 and averaged in (eval_utils.load_action_scores)
+PAPER_RATING_KIND = "text_paper"
+UNPARSED_RATING_PAPER = -1.0
 
 
 def ordered(names: set[str] | Sequence[str], order: Sequence[str]) -> list[str]:
@@ -63,6 +67,8 @@ class ProbeRow:
     dist: dict[str, np.ndarray]  # method -> canonical distribution (absent: not run / invalid)
     parsed: list[int | None] | None
     k: int
+    token_logits: list[float] | None = None  # display order, bare labels ("A")
+    token_logits_space: list[float] | None = None  # display order, " A"
 
 
 @dataclass
@@ -143,12 +149,14 @@ class LoadedResults:
                 out.setdefault(r.qid, []).append((r.parsed, r.k))
         return out
 
-    def action_probes(self, model: str, method: str) -> dict[str, np.ndarray]:
+    def action_probes(self, model: str, method: str,
+                      variants: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """qid -> the no-country distribution averaged over every style and variant (the paper
-        averaged its probes over templates and variants before pairing them with actions)."""
+        averaged its probes over templates and variants before pairing them with actions);
+        ``variants`` keeps only those variants."""
         acc: dict[str, list[np.ndarray]] = {}
         for r in self.no_country_rows(model).values():
-            if method in r.dist:
+            if method in r.dist and (variants is None or r.variant in variants):
                 acc.setdefault(r.qid, []).append(r.dist[method])
         return {q: np.mean(v, axis=0) for q, v in acc.items()}
 
@@ -208,6 +216,16 @@ def _mean_rating(value) -> float | None:
     vals = value if isinstance(value, (list, tuple)) else [value]
     vals = [float(v) for v in vals if v is not None and np.isfinite(v)]
     return float(np.mean(vals)) if vals else None
+
+
+def _paper_rating(generations) -> float | None:
+    """Mean of the released rule's ratings of a row's generations (None: no generations)."""
+    if not generations:
+        return None
+    from valueprobe_jax.probing.parsing import parse_rating
+
+    vals = [parse_rating(g or "", mode="paper") for g in generations]
+    return float(np.mean([UNPARSED_RATING_PAPER if v is None else v for v in vals]))
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -283,7 +301,8 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
             ratings.append(RatingRow(row["model"], row["qid"], row.get("scenario_id"),
                                      row["action"], row.get("template"),
                                      {"text": _mean_rating(row.get("rating_text")),
-                                      "expected": _mean_rating(row.get("rating_expected"))}))
+                                      "expected": _mean_rating(row.get("rating_expected")),
+                                      PAPER_RATING_KIND: _paper_rating(row.get("generations"))}))
             continue
         dist = {}
         for method, col in METHOD_COLUMN.items():
@@ -304,5 +323,6 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
         _check_recompute(row, dist, checks)
         k = len(next(iter(dist.values()))) if dist else 0
         probes.append(ProbeRow(row["model"], row["experiment"], row.get("style"),
-                               row.get("variant"), row.get("country"), row["qid"], dist, parsed, k))
+                               row.get("variant"), row.get("country"), row["qid"], dist, parsed, k,
+                               row.get("token_logits"), row.get("token_logits_space")))
     return LoadedResults(root, files, len(rows), probes, ratings, checks)

@@ -120,14 +120,19 @@ def _read_columns(path: pathlib.Path, wanted: list[str]):
 
 
 def human_distributions(csv_path: str | os.PathLike, questions: list[Question],
-                        countries: list[str] | None = None) -> HumanDistributions:
-    """Weighted answer distributions per country (all in the file, or `countries`) and question."""
+                        countries: list[str] | None = None, *,
+                        weighted: bool = True) -> HumanDistributions:
+    """Weighted answer distributions per country (all in the file, or `countries`) and question.
+    ``weighted=False``: raw respondent counts, every respondent weighing 1 whatever W_WEIGHT says
+    (the paper's released code, eval_utils.process_human_results)."""
     path = pathlib.Path(csv_path)
     wanted = ["B_COUNTRY_ALPHA", "W_WEIGHT"] + [q.id for q in questions]
     table, present = _read_columns(path, wanted)
     country_col = np.asarray(table[present["B_COUNTRY_ALPHA"]].to_pylist(), dtype=object)
     country_col = np.array([(c or "").strip() for c in country_col], dtype=object)
     weight = table[present["W_WEIGHT"]].to_numpy(zero_copy_only=False).astype(np.float64)
+    if not weighted:
+        weight = np.ones_like(weight)
     if countries is None:
         codes = sorted(set(country_col) - {""})
     else:

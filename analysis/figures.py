@@ -154,13 +154,15 @@ def figure_value_action(out_dir, models: Sequence[str], pearson, spearman,
 
 
 def figure_alignment(out_dir, models: Sequence[str], improvement,
-                     message: str = "") -> list[pathlib.Path]:
-    """Figure 5: alignment improvement (with minus without the country prompt)."""
+                     message: str = "",
+                     ylabel: str = "Alignment improvement (1 - EMD/(k-1))") -> list[pathlib.Path]:
+    """Figure 5: alignment improvement (with minus without the country prompt); ``ylabel``
+    names the unit (the paper plotted EMD without - EMD with)."""
     fig, (ax,) = _new(max(len(models), 1))
     if not models:
         _empty(ax, message or "No demographic rows with human distributions to compare")
     else:
-        grouped_bars(ax, models, improvement, "Alignment improvement (1 - EMD/(k-1))")
+        grouped_bars(ax, models, improvement, ylabel)
         ax.axhline(0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title("Alignment with WVS-7 answers: country prompt minus none")
         _legend(ax)

@@ -19,23 +19,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from valueprobe_jax.analysis import figures
-from valueprobe_jax.analysis.loading import RATING_KINDS, STYLE_ORDER, LoadedResults, load_results, ordered
+from valueprobe_jax.analysis.loading import (PAPER_RATING_KIND, RATING_KINDS, STYLE_ORDER,
+                                             LoadedResults, ProbeRow, load_results, ordered)
 from valueprobe_jax import io
 from valueprobe_jax.analysis import metrics as M
+from valueprobe_jax.analysis import paper_tables as PT
 
 METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection bias", "Table 2",
                  "alignment improvement", "value-action agreement", "noise floor")
 
-# The paper's published Table 2 (Pearson r and p across its models, prompt robustness vs selection
-# bias, per method). Not filled in: the paper's text was not retrievable with the search tools of
-# this project (only its first page is stored). Fill {method: {"mismatch": (r, p), "js": (r, p)}}
-# from the paper to print it beside ours; numbers must not be guessed.
-PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] | None = None
-PAPER_TABLE2_NOTE = (
-    "The paper's published Table 2 (arXiv 2507.13490, EMNLP 2025) could not be retrieved with "
-    "this project's search tools (only the paper's first page is stored there), so its numbers "
-    "are not shown; no value is guessed. Set `PAPER_TABLE2` in analysis/report.py from the paper "
-    "to print them here.")
+# The paper's published Table 2 (Pearson r and p across its 13 models, prompt robustness vs
+# selection bias, per method), from analysis/paper_tables.py.
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = PT.TABLE2
+PROCEDURES = ("ours", "paper")
 
 
 @dataclass
@@ -58,25 +54,54 @@ class Analysis:
     alignment: dict[str, dict[str, M.AlignmentResult]] = field(default_factory=dict)
     alignment_note: str = ""
     agreement: dict[str, dict[str, dict[str, M.Agreement]]] = field(default_factory=dict)
+    procedure: str = "ours"
+    alignment_countries: list[str] | None = None  # None: every country present
+    alignment_emd: dict[str, dict[str, M.ReleaseAlignment]] = field(default_factory=dict)
+    token_set: dict[str, M.PerQuestion] = field(default_factory=dict)
+    valid: dict[str, dict[str, dict[str, M.ValidAnswers]]] = field(default_factory=dict)
+    method_agree: dict[str, dict[tuple[str, str], M.PairwiseScores]] = field(default_factory=dict)
+    value_action_note: str = ""
+    table3: dict[str, dict[int, int]] = field(default_factory=dict)
+    table3_note: str = ""
+    table3_uncovered: list[str] = field(default_factory=list)
 
     def est(self, pq: M.PerQuestion) -> M.Estimate:
         return pq.estimate(self.n_boot, self.seed)
 
 
 def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] | None = None, *,
-            selection_variants: Sequence[str] | None = None, middle: str = "split",
+            selection_variants: Sequence[str] | None = None, middle: str | None = None,
             n_boot: int = M.DEFAULT_N_BOOT, seed: int = M.DEFAULT_SEED,
-            alignment_qids: Sequence[str] | None = None) -> Analysis:
-    """Compute every metric of the report from loaded results and optional human distributions."""
+            alignment_qids: Sequence[str] | None = None, procedure: str = "ours",
+            data_dir: str | os.PathLike | None = None) -> Analysis:
+    """Compute every metric of the report from loaded results and optional human distributions.
+
+    ``procedure="ours"`` (default) uses every variant and country present and ``middle="split"``;
+    ``"paper"`` follows the released metric code: variants baseline/reverse/num, countries
+    China/Egypt/Germany/Mexico/United States, alignment in raw EMD averaged per style then over
+    (variant, country), value-action on models named "instruct" with the middle option at the B
+    end and ratings re-parsed by the released rule (unparsed = -1)."""
+    if procedure not in PROCEDURES:
+        raise ValueError(f"procedure {procedure!r}: choose {' or '.join(PROCEDURES)}")
+    paper = procedure == "paper"
+    middle = middle or ("second" if paper else "split")
     variants = results.variants()
+    if paper:
+        selection_variants = PT.RELEASE_VARIANTS
     sel_variants = [v for v in (selection_variants or variants) if v in variants]
     prompt_variant = "baseline" if "baseline" in variants else (variants[0] if variants else None)
     a = Analysis(results, n_boot, seed, middle, sel_variants, prompt_variant,
-                 list(alignment_qids) if alignment_qids is not None else None)
+                 list(alignment_qids) if alignment_qids is not None else None, procedure=procedure)
+    probe_variants = [v for v in PT.RELEASE_VARIANTS if v in variants] if paper else None
+    if paper:
+        a.alignment_countries = [c for c in PT.RELEASE_COUNTRIES if c in results.countries()]
+    _extra_metrics(a, probe_variants, data_dir)
     for model in results.models():
         for method in results.methods(model):
             byv = results.by_variant_style(model, method)
             for variant, by_style in byv.items():
+                if paper and variant not in probe_variants:
+                    continue
                 if len(by_style) >= 2:
                     a.prompt.setdefault(model, {}).setdefault(method, {})[variant] = \
                         M.prompt_robustness(by_style)
@@ -86,13 +111,26 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
                 a.selection_vs_baseline.setdefault(model, {})[method] = \
                     M.selection_bias_vs_baseline(chosen)
             with_c, without = results.country_sets(model, method)
+            if paper:
+                with_c = {k: p for k, p in with_c.items()
+                          if k[1] in a.alignment_countries and k[0][1] in probe_variants}
             if with_c and human:
                 res = M.alignment_improvement(with_c, without, human, alignment_qids)
                 if res.n_cells:
                     a.alignment.setdefault(model, {})[method] = res
+                emd = M.release_alignment(with_c, without, human, qids=alignment_qids,
+                                          n_boot=n_boot, seed=seed)
+                if emd.n_cells:
+                    a.alignment_emd.setdefault(model, {})[method] = emd
+            if paper and not PT.is_release_instruct(model):
+                continue  # the release rated instruct models only (by name)
             ratings_by_kind = {k: M.mean_ratings(results.rating_rows(model, k))
                                for k in RATING_KINDS}
-            probes = results.action_probes(model, method)
+            if paper:
+                released = M.mean_ratings(results.rating_rows(model, PAPER_RATING_KIND))
+                if released:
+                    ratings_by_kind["text"] = released
+            probes = results.action_probes(model, method, probe_variants)
             for kind, ratings in ratings_by_kind.items():
                 if ratings and probes:
                     ag = M.value_action_agreement(probes, ratings, middle=middle,
@@ -110,6 +148,8 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
     elif not a.alignment:
         a.alignment_note = ("No country-prompt row matched a human distribution and a "
                             "no-country row.")
+    if paper:
+        a.value_action_note = _paper_value_action_note(results)
     for method in M.METHODS:
         prompt = {m: a.prompt[m][method][prompt_variant] for m in a.prompt
                   if method in a.prompt[m] and prompt_variant in a.prompt[m][method]}
@@ -117,6 +157,85 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
         if prompt or sel:
             a.table2[method] = M.table2(prompt, sel, n_boot=n_boot, seed=seed)
     return a
+
+
+def _rows(results: LoadedResults, model: str, variants: Sequence[str] | None) -> list[ProbeRow]:
+    """A model's no-country probe rows, in (style, variant, qid) order, of ``variants`` only."""
+    rows = results.no_country_rows(model)
+    return [rows[k] for k in sorted(rows) if variants is None or k[1] in variants]
+
+
+def _extra_metrics(a: Analysis, variants: Sequence[str] | None,
+                   data_dir: str | os.PathLike | None) -> None:
+    """The tables beyond the headline metrics: "A" vs " A" token sets, valid text answers,
+    agreement between the methods, and Table 3's section counts."""
+    r = a.results
+    for model in r.models():
+        rows = _rows(r, model, variants)
+        logits: dict[str, list] = {}
+        parsed: dict[str, dict[str, dict[str, list]]] = {}
+        by_method: dict[str, dict[tuple, np.ndarray]] = {}
+        for row in rows:
+            if row.token_logits is not None and row.token_logits_space is not None:
+                logits.setdefault(row.qid, []).append((row.token_logits, row.token_logits_space))
+            if row.parsed and "text" in row.dist:
+                parsed.setdefault(row.variant, {}).setdefault(row.style, {}) \
+                    .setdefault(row.qid, []).append(row.parsed)
+            for meth, p in row.dist.items():
+                by_method.setdefault(meth, {})[(row.style, row.variant, row.qid)] = p
+        if logits:
+            a.token_set[model] = M.token_set_mismatch(logits)
+        for v, by_style in parsed.items():
+            for s, by_q in by_style.items():
+                a.valid.setdefault(model, {}).setdefault(v, {})[s] = M.valid_answers(by_q)
+        agree = M.method_agreement(by_method)
+        if agree:
+            a.method_agree[model] = agree
+    _table3(a, data_dir)
+
+
+def _table3(a: Analysis, data_dir: str | os.PathLike | None) -> None:
+    from valueprobe_jax.data.questions import load_question_bank
+    from valueprobe_jax.errors import InputError
+
+    try:
+        bank = load_question_bank(data_dir, download=False)
+    except (InputError, OSError):
+        bank = None
+    qids = [q.id for q in bank] if bank else sorted({p.qid for p in a.results.probes})
+    a.table3["ours"] = PT.section_count_table(qids)
+    a.table3_note = (f"the paper's question bank ({len(qids)} questions)" if bank else
+                     f"the {len(qids)} questions in these results (no data directory with the "
+                     "paper's input_dict.json was found for the full bank)")
+    if bank:
+        try:
+            field_of = PT.released_section_field(bank, data_dir)
+        except (InputError, OSError):
+            return
+        counts = {n: 0 for n in a.table3["ours"]}
+        for q in qids:
+            if q in field_of:
+                counts[field_of[q]] = counts.get(field_of[q], 0) + 1
+        a.table3["released"] = counts
+        a.table3_uncovered = [q for q in qids if q not in field_of]
+
+
+def _paper_value_action_note(results: LoadedResults) -> str:
+    left_out = [m for m in results.models() if not PT.is_release_instruct(m)]
+    has_gen = any(r.rating.get(PAPER_RATING_KIND) is not None for r in results.ratings)
+    parts = ["Paper procedure: probes averaged over the variants "
+             f"{', '.join(PT.RELEASE_VARIANTS)} and the styles; an odd middle option goes to the "
+             "B end (p[:k//2] vs p[k//2:]); only models whose name contains \"instruct\" "
+             "(the release's filter, which leaves out bloomz)."]
+    if left_out:
+        parts.append(f"Left out by that filter: {', '.join(left_out)}.")
+    if results.ratings:
+        parts.append("Text ratings: the stored generations re-parsed with the released rule "
+                     "(first run of digits, no range check), an unparsed generation averaged in "
+                     "as -1." if has_gen else
+                     "Text ratings: the rows carry no generations to re-parse with the released "
+                     "rule, so the sweep's own parse is used (unparsed dropped, not -1).")
+    return " ".join(parts)
 
 
 # ----------------------------------------------------------------------------- numbers for JSON
@@ -174,6 +293,38 @@ def to_json(a: Analysis) -> dict:
                 out["value_action"].setdefault(m, {}).setdefault(meth, {})[kind] = {
                     "pearson": _corr_dict(ag.pearson), "spearman": _corr_dict(ag.spearman),
                     "n_points": ag.n_points, "n_questions": ag.n_questions, "middle": a.middle}
+    out.update(_extra_json(a))
+    return out
+
+
+def _extra_json(a: Analysis) -> dict:
+    """The procedure and the tables beside the paper's (keys added to metrics.json)."""
+    out: dict = {"procedure": a.procedure, "alignment_emd": {}, "token_set_mismatch": {},
+                 "valid_answers": {}, "method_agreement": {},
+                 "paper_table2": {"n_models": PT.TABLE2_N_MODELS, **{
+                     meth: {k: {"r": r, "p": p} for k, (r, p) in c.items()}
+                     for meth, c in PT.TABLE2.items()}},
+                 "table3": {"printed": PT.TABLE3_PRINTED,
+                            **{k: v for k, v in a.table3.items()},
+                            "released_uncovered": a.table3_uncovered}}
+    for m, by_method in a.alignment_emd.items():
+        for meth, r in by_method.items():
+            out["alignment_emd"].setdefault(m, {})[meth] = {
+                "emd_without_country": _num(r.emd_without), "emd_with_country": _num(r.emd_with),
+                "improvement": _est_dict(r.improvement), "n_cells": r.n_cells,
+                "countries": sorted({c for _, c in r.cells})}
+    for m, pq in a.token_set.items():
+        out["token_set_mismatch"][m] = _est_dict(a.est(pq))
+    for m, by_v in a.valid.items():
+        for v, by_s in by_v.items():
+            for st, va in by_s.items():
+                out["valid_answers"].setdefault(m, {}).setdefault(v, {})[st] = {
+                    "ratio": _est_dict(a.est(va.ratio)), "mean_count": _num(va.mean_count),
+                    "n_samples": va.n_samples}
+    for m, pairs in a.method_agree.items():
+        for (x, y), sc in pairs.items():
+            out["method_agreement"].setdefault(m, {})[f"{x}-{y}"] = {
+                "mismatch": _est_dict(a.est(sc.mismatch)), "js": _est_dict(a.est(sc.js))}
     return out
 
 
@@ -191,11 +342,17 @@ METHOD_NAME = {"token": "token", "seq": "seq", "text": "text"}
 
 def _definitions(a: Analysis) -> str:
     qset = (f"the {len(a.alignment_qids)} listed by `--alignment-questions`" if a.alignment_qids
+            else "every question with human data (the release's ordinal filter is a no-op: its "
+            "construct_inputs built every probed input from the Ordinal==True questions only, so "
+            "all probed questions count; restrict with `--alignment-questions`)"
+            if a.procedure == "paper"
             else "every question with human data (the paper kept only its ordinal questions; "
             "restrict with `--alignment-questions`)")
     middle = ("split equally between the two ends" if a.middle == "split"
               else "given to the B end (the paper's code)")
     return f"""## Metrics and decisions
+
+{_procedure_text(a)}
 
 - **Mismatch rate**: fraction of questions whose most probable option (argmax; ties go to the
   lowest canonical index) differs between two conditions.
@@ -235,12 +392,106 @@ def _definitions(a: Analysis) -> str:
 """
 
 
+def _procedure_text(a: Analysis) -> str:
+    if a.procedure != "paper":
+        return ("Procedure: **ours** (every variant and country present; alignment "
+                "1 - EMD/(k-1) averaged per question; an odd middle option split; `--procedure "
+                "paper` follows the paper's released metric code).")
+    countries = ", ".join(a.alignment_countries or []) or "none present"
+    return (f"Procedure: **paper** (the released src/compute_metrics.py): variants "
+            f"{', '.join(PT.RELEASE_VARIANTS)} only; prompt robustness on the baseline variant; "
+            "selection bias over those variants' style-averaged distributions; alignment "
+            "improvement in raw EMD units (scipy's wasserstein_distance over positions 0..k-1, "
+            "no division by k-1), per (variant, country, style) the mean over questions, then "
+            "over styles, then over (variant, country) of EMD without - EMD with, countries "
+            f"{', '.join(PT.RELEASE_COUNTRIES)} (present: {countries}); human distributions "
+            "should be raw respondent counts (`--wvs-csv` is read unweighted in this procedure; "
+            "a `--human` file is used as given); value-action as described in its section.")
+
+
+def _paper_sections(a: Analysis) -> list[str]:
+    """Table 3, the token-set mismatch, valid answers and the methods' agreement."""
+    models = a.results.models()
+    parts = ["## Table 3: questions per WVS-7 section", "",
+             f"Ours: {a.table3_note}, counted by the WVS-7 questionnaire's question-number "
+             "ranges (valueprobe_jax.data.questions.SECTIONS)."
+             + (" Released Section field: the Section of the released value-action file's rows "
+                "for each question they cover"
+                + (f" ({len(a.table3_uncovered)} not covered: "
+                   f"{', '.join(a.table3_uncovered)})." if a.table3_uncovered else ".")
+                if "released" in a.table3 else ""), ""]
+    from valueprobe_jax.data.questions import SECTION_NAMES
+
+    has_rel = "released" in a.table3
+    rows = []
+    for n, name in SECTION_NAMES.items():
+        row = [n, name, a.table3["ours"].get(n, 0)]
+        if has_rel:
+            row.append(a.table3["released"].get(n, 0))
+        printed = PT.TABLE3_PRINTED[n]
+        row += [printed, "" if printed == a.table3["ours"].get(n, 0) else "differs"]
+        rows.append(row)
+    total = ["", "total", sum(a.table3["ours"].values())]
+    if has_rel:
+        total.append(sum(a.table3["released"].values()))
+    rows.append(total + [PT.TABLE3_TOTAL, ""])
+    header = ["#", "Section", "Ours (questionnaire ranges)"]
+    header += ["Released Section field"] if has_rel else []
+    parts += [_table(header + ["Paper (printed)", ""], rows), "",
+              "Sections 10 and 11: the questionnaire ranges (Religious Values Q164-Q175, Ethical "
+              "Values & Norms Q176-Q198) and the released file's Section field (e.g. Q176 is "
+              "Section 11 there) give 6 and 23; the printed table says 7 and 22. No question is "
+              "moved to match the printed table: the released files give no evidence for it.",
+              ""]
+
+    parts += ['## Token sets: "A" vs " A"', "",
+              "Per model: the share of probed prompts (no country"
+              + (f"; variants {', '.join(PT.RELEASE_VARIANTS)}" if a.procedure == "paper" else "")
+              + ") whose most probable option under a softmax over the bare-label logits "
+              "(\"A\") differs from the one over the space-label logits (\" A\"); each "
+              "question's prompts averaged, bootstrap CI over questions. This is our "
+              "reconstruction (the released code does not compute it); the paper reports that "
+              f"{PT.TOKEN_SET_TEXT}.", ""]
+    rows = [[m, a.est(pq).fmt(), pq.n] for m in models for pq in [a.token_set.get(m)] if pq]
+    parts += [_table(["Model", "Mismatch rate bare vs space [CI]", "Questions"], rows)
+              if rows else "No rows with both label-logit columns.", ""]
+
+    parts += ["## Valid text answers", "",
+              "Per model, variant and style: the share of the N text samples that parse to a "
+              "label (with the parse mode the sweep used), each question's prompts averaged, "
+              "bootstrap CI over questions; and the released code's column (save_valid_ratio, "
+              "writeup/valid_ratio.csv: the mean *count* of valid answers per question, out of "
+              f"N = {PT.RELEASE_TEXT_SAMPLES} there, which it calls a ratio).", ""]
+    rows = []
+    for m in models:
+        for v in ordered(a.valid.get(m, {}), [*PT.RELEASE_VARIANTS, "lower", "shuffle"]):
+            for st in ordered(a.valid[m][v], STYLE_ORDER):
+                va = a.valid[m][v][st]
+                rows.append([m, v, st, a.est(va.ratio).fmt(), f"{va.mean_count:.2f}",
+                             va.n_samples, va.ratio.n])
+    parts += [_table(["Model", "Variant", "Style", "Valid ratio [CI]",
+                      "Mean count (release column)", "N", "Questions"], rows)
+              if rows else "No text-method rows with parsed samples.", ""]
+
+    parts += ["## Agreement between the methods (beyond the paper)", "",
+              "Per model, on the same prompts (style, variant, question; no country): the "
+              "mismatch rate of the top answers and the JS distance between two methods' "
+              "distributions; each question's prompts averaged, bootstrap CI over questions. "
+              "Token vs text is the \"first-token vs text answer\" question.", ""]
+    rows = [[m, f"{x} vs {y}", a.est(sc.mismatch).fmt(), a.est(sc.js).fmt(), sc.n]
+            for m in models for (x, y), sc in a.method_agree.get(m, {}).items()]
+    parts += [_table(["Model", "Methods", "Mismatch rate", "JS distance", "Questions"], rows)
+              if rows else "No prompt probed with two methods.", ""]
+    return parts
+
+
 def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Path]],
                     out_dir: pathlib.Path) -> str:
     r = a.results
     models = r.models()
     parts = ["# Value probing report: robustness and expressiveness", ""]
     parts.append(f"Results: `{r.root}` ({len(r.files)} Parquet file(s), {r.n_rows} rows).  ")
+    parts.append(f"Procedure: {a.procedure}.  ")
     parts.append(f"Models: {', '.join(models) or 'none'}.  ")
     parts.append(f"Methods: {', '.join(r.methods()) or 'none'}.  ")
     parts.append(f"Experiments: {', '.join(r.experiments()) or 'none'}.  ")
@@ -296,13 +547,19 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
             for meth, cells in a.table2.items()]
     parts += [_table(["Method", "Mismatch rate: r (p)", "JS distance: r (p)", "Models"], rows)
               if rows else "No prompt-robustness or selection-bias numbers to correlate.", ""]
-    parts += ["Paper (published Table 2):", ""]
-    if PAPER_TABLE2:
-        rows = [[meth, f"{c['mismatch'][0]:.3f} (p={c['mismatch'][1]:.3g})",
-                 f"{c['js'][0]:.3f} (p={c['js'][1]:.3g})"] for meth, c in PAPER_TABLE2.items()]
-        parts += [_table(["Method", "Mismatch rate: r (p)", "JS distance: r (p)"], rows), ""]
-    else:
-        parts += [PAPER_TABLE2_NOTE, ""]
+    parts += [f"Paper (published Table 2, Pearson r across its {PT.TABLE2_N_MODELS} models) "
+              "beside ours (r across the models present here, n given):", ""]
+    rows = []
+    for meth, c in PAPER_TABLE2.items():
+        for metric, label in (("mismatch", "Mismatch rate"), ("js", "JS distance")):
+            ours = a.table2.get(meth, {}).get(metric)
+            rows.append([meth, label, f"{c[metric][0]:.3f}", f"{c[metric][1]:.4g}",
+                         f"{ours.r:.3f}" if ours and ours.r is not None else
+                         (ours.note if ours else "n/a"),
+                         f"{ours.p:.3g}" if ours and ours.p is not None else "n/a",
+                         ours.n if ours else 0])
+    parts += [_table(["Method", "Metric", "Paper r", "Paper p", "Ours r", "Ours p",
+                      "Ours n (models)"], rows), ""]
 
     # ---- noise floor
     parts += ["## Sampling-noise floor of the text method", ""]
@@ -334,18 +591,34 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
              a.est(res.improvement).fmt(), res.improvement.n, res.n_cells]
             for m in models for meth in M.METHODS
             for res in [a.alignment.get(m, {}).get(meth)] if res]
-    parts += [_table(["Model", "Method", "Alignment without country", "Alignment with country",
-                      "Improvement", "Questions", "Comparisons"], rows)
-              if rows else a.alignment_note, ""]
+    gain = [_table(["Model", "Method", "Alignment without country", "Alignment with country",
+                    "Improvement", "Questions", "Comparisons"], rows)
+            if rows else a.alignment_note, ""]
+    rows = [[m, meth, f"{res.emd_without:.3f}", f"{res.emd_with:.3f}", res.improvement.fmt(),
+             res.n_questions, res.n_cells, ", ".join(sorted({c for _, c in res.cells}))]
+            for m in models for meth in M.METHODS
+            for res in [a.alignment_emd.get(m, {}).get(meth)] if res]
+    raw = ["In raw EMD units, averaged the release's way (per (variant, country, style) the mean "
+           "over questions, then over styles; improvement = mean over (variant, country) of EMD "
+           "without - EMD with; positive = closer to the human answers):", "",
+           _table(["Model", "Method", "EMD without country", "EMD with country",
+                   "Improvement (EMD) [CI]", "Questions", "Variant x country cells",
+                   "Countries"], rows) if rows else a.alignment_note, ""]
+    gain_head = ["As alignment gain, a = 1 - EMD/(k-1) per question (our unit), averaged per "
+                 "question over conditions and countries, then over questions:", ""]
+    parts += raw + gain_head + gain if a.procedure == "paper" else gain_head + gain + raw
 
     # ---- value-action
     parts += ["## Value-action agreement (Figure 4)", ""]
     rows = [[m, meth, kind, ag.pearson.fmt(), ag.spearman.fmt(), ag.n_points, ag.n_questions]
             for m in models for meth in M.METHODS
             for kind, ag in a.agreement.get(m, {}).get(meth, {}).items()]
+    if a.value_action_note:
+        parts += [a.value_action_note, ""]
     parts += [_table(["Model", "Method", "Rating", "Pearson r (p) [CI]", "Spearman rho (p) [CI]",
                       "Points", "Questions"], rows) if rows
               else "No action_agreement rows with matching value probes.", ""]
+    parts += _paper_sections(a)
 
     # ---- checks and figures
     parts += ["## Data checks", ""]
@@ -384,26 +657,34 @@ def draw_figures(a: Analysis, fig_dir: pathlib.Path) -> dict[int, list[pathlib.P
     am = [m for m in models if any(kind in k for k in a.agreement.get(m, {}).values())]
     pear = {m: {k: v[kind].pearson for k, v in a.agreement[m].items() if kind in v} for m in am}
     spear = {m: {k: v[kind].spearman for k, v in a.agreement[m].items() if kind in v} for m in am}
-    lm = [m for m in models if a.alignment.get(m)]
-    imp = {m: {k: a.est(v.improvement) for k, v in a.alignment[m].items()} for m in lm}
+    if a.procedure == "paper":
+        lm = [m for m in models if a.alignment_emd.get(m)]
+        imp = {m: {k: v.improvement for k, v in a.alignment_emd[m].items()} for m in lm}
+        unit = {"ylabel": "Alignment improvement (EMD without - EMD with)"}
+    else:
+        lm = [m for m in models if a.alignment.get(m)]
+        imp = {m: {k: a.est(v.improvement) for k, v in a.alignment[m].items()} for m in lm}
+        unit = {}
     return {
         2: figures.figure_prompt_robustness(fig_dir, pm, prompt_mm, prompt_js, floor, pv or ""),
         3: figures.figure_selection_bias(fig_dir, sm, sel_mm, sel_js, a.selection_variants),
         4: figures.figure_value_action(fig_dir, am, pear, spear, kind),
-        5: figures.figure_alignment(fig_dir, lm, imp, a.alignment_note),
+        5: figures.figure_alignment(fig_dir, lm, imp, a.alignment_note, **unit),
     }
 
 
 def build_report(results_dir: str | os.PathLike | LoadedResults, out_dir: str | os.PathLike,
                  human: Mapping[tuple[str, str], np.ndarray] | None = None, *,
-                 selection_variants: Sequence[str] | None = None, middle: str = "split",
+                 selection_variants: Sequence[str] | None = None, middle: str | None = None,
                  n_boot: int = M.DEFAULT_N_BOOT, seed: int = M.DEFAULT_SEED,
-                 alignment_qids: Sequence[str] | None = None) -> dict[str, pathlib.Path]:
+                 alignment_qids: Sequence[str] | None = None, procedure: str = "ours",
+                 data_dir: str | os.PathLike | None = None) -> dict[str, pathlib.Path]:
     """Load (unless given loaded results), analyse, draw and write; returns the written paths:
     {"report": report.md, "metrics": metrics.json, "fig2_png": ..., "fig2_pdf": ..., ...}."""
     results = results_dir if isinstance(results_dir, LoadedResults) else load_results(results_dir)
     a = analyze(results, human, selection_variants=selection_variants, middle=middle,
-                n_boot=n_boot, seed=seed, alignment_qids=alignment_qids)
+                n_boot=n_boot, seed=seed, alignment_qids=alignment_qids, procedure=procedure,
+                data_dir=data_dir)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figs = draw_figures(a, out / "figures")
@@ -442,14 +723,16 @@ def load_human_json(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray
 
 
 def human_from_wvs(csv_path: str | os.PathLike, countries: Sequence[str],
-                   data_dir: str | os.PathLike | None = None) -> dict[tuple[str, str], np.ndarray]:
+                   data_dir: str | os.PathLike | None = None, *,
+                   weighted: bool = True) -> dict[tuple[str, str], np.ndarray]:
     """Human distributions from the WVS-7 respondent CSV, keyed by the country names the results
-    use (valueprobe_jax.data.wvs_human maps names to the CSV's ISO alpha-3 codes)."""
+    use (valueprobe_jax.data.wvs_human maps names to the CSV's ISO alpha-3 codes);
+    ``weighted=False``: raw respondent counts (the paper's procedure)."""
     from valueprobe_jax.data.questions import load_question_bank
     from valueprobe_jax.data.wvs_human import human_distributions
 
     questions = load_question_bank(data_dir)
-    hd = human_distributions(csv_path, questions, list(countries))
+    hd = human_distributions(csv_path, questions, list(countries), weighted=weighted)
     out = {}
     for c in countries:
         for q in questions:

@@ -141,7 +141,7 @@ def test_report_end_to_end(report_dir):
                  "Germany"):
         assert name in text, name
     assert f"| token | {M.NEEDS_3_MODELS}" not in text  # 3 models: numbers
-    assert "could not be retrieved" in text  # the paper's Table 2 is not invented
+    assert "Paper (published Table 2" in text and "0.899" in text  # PAPER_FACTS.md numbers
     assert "- p_token differs from its logits: 0" in text
     assert "- p_text differs from its parsed samples: 0" in text
     assert "- duplicate rows dropped: 0" in text
@@ -277,3 +277,100 @@ def test_alignment_questions_filter(synthetic, tmp_path):
     bad.write_text('{"Q1": 1}')
     assert main(["report", str(root), "--out", str(tmp_path / "o"), "--alignment-questions",
                  str(bad)]) == 2
+
+
+# --------------------------------------------------------------------------- --procedure paper
+
+
+def test_report_paper_procedure_renders_every_table(synthetic, tmp_path):
+    root, hfile = synthetic
+    out = tmp_path / "paper"
+    assert main(["report", str(root), "--out", str(out), "--human", str(hfile),
+                 "--bootstrap", "20", "--procedure", "paper"]) == 0
+    text = (out / "report.md").read_text()
+    for name in ("Procedure: paper", "Table 2", "Paper r", "0.899", "2.951e-05",
+                 "Table 3: questions per WVS-7 section", "Religious Values", "| 10 |",
+                 'Token sets: "A" vs " A"', "our reconstruction", "over 0.5", "Valid text answers",
+                 "Mean count (release column)", "Agreement between the methods",
+                 "token vs seq", "seq vs text", "In raw EMD units", "Improvement (EMD) [CI]",
+                 "As alignment gain", "ordinal filter is a no-op", "Left out by that filter",
+                 "China, Egypt, Germany, Mexico, United States"):
+        assert name in text, name
+    assert (out / "figures" / "fig5_alignment_improvement.png").read_bytes()[:8] == PNG_MAGIC
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["procedure"] == "paper"
+    assert got["selection_bias"]["tiny-a"]["token"]["variants"] == ["baseline", "reverse", "num"]
+    assert got["value_action"] == {}  # no model named "instruct" here
+    assert set(got["token_set_mismatch"]) == set(MODELS)
+    assert set(got["valid_answers"]["tiny-a"]) == {"baseline", "reverse", "num"}
+    assert set(got["method_agreement"]["tiny-b"]) == {"token-seq", "token-text", "seq-text"}
+    emd = got["alignment_emd"]["tiny-c"]["seq"]
+    assert emd["countries"] == ["Egypt", "Germany"] and emd["n_cells"] == 2
+    assert got["paper_table2"]["token"]["mismatch"] == {"r": 0.899, "p": 2.951e-5}
+    # paper selection bias = ours restricted to the release's three variants
+    res = load_results(root)
+    ours3 = analyze(res, load_human_json(hfile), n_boot=20,
+                    selection_variants=["baseline", "reverse", "num"])
+    assert got["selection_bias"]["tiny-b"]["seq"]["js"]["value"] == pytest.approx(
+        ours3.selection["tiny-b"]["seq"].js.mean(), abs=1e-12)
+    # alignment gain of the paper procedure: the release's countries and variants only
+    assert got["alignment"]["tiny-c"]["seq"]["n_cells"] == 3 * (2 * len(QUESTIONS) - 1)
+
+
+def test_paper_tables_computed_by_hand(synthetic):
+    """Token-set mismatch, valid ratio and method agreement of the report against hand loops over
+    the stored rows (argmax of the raw logits; parsed samples; stored canonical distributions)."""
+    root, hfile = synthetic
+    a = analyze(load_results(root), load_human_json(hfile), n_boot=0, procedure="paper")
+    rows = [r for r in pq.read_table(root / "shards" / "robustness-tiny-b.parquet").to_pylist()
+            if r["variant"] in ("baseline", "reverse", "num")]
+    per_q, valid, agree = {}, {}, {}
+    for r in rows:
+        per_q.setdefault(r["qid"], []).append(
+            float(np.argmax(r["token_logits"]) != np.argmax(r["token_logits_space"])))
+        if r["variant"] == "num" and r["style"] == "one_shot":
+            valid[r["qid"]] = sum(x is not None for x in r["parsed"]) / len(r["parsed"])
+        agree.setdefault(r["qid"], []).append(
+            float(np.argmax(r["p_token"]) != np.argmax(r["p_text"])))
+    want = np.mean([np.mean(v) for v in per_q.values()])
+    assert a.token_set["tiny-b"].mean() == pytest.approx(want, abs=1e-12)
+    va = a.valid["tiny-b"]["num"]["one_shot"]
+    assert va.ratio.mean() == pytest.approx(np.mean(list(valid.values())), abs=1e-12)
+    assert va.mean_count == pytest.approx(10 * np.mean(list(valid.values())), abs=1e-12)
+    mm = a.method_agree["tiny-b"][("token", "text")].mismatch
+    assert mm.mean() == pytest.approx(np.mean([np.mean(v) for v in agree.values()]), abs=1e-12)
+    assert a.middle == "second" and a.selection_variants == ["baseline", "reverse", "num"]
+
+
+def test_paper_value_action_instruct_only_and_released_rating_parse(tmp_path):
+    rows = []
+    rng = np.random.default_rng(1)
+    for model in ("tiny-instruct", "bloomz-tiny"):
+        truth = {(model, q): rng.dirichlet(np.ones(k)) for q, k in QUESTIONS.items()}
+        for v in ("baseline", "reverse", "num", "lower"):
+            rows += [_probe_row(rng, model, "robustness", s, v, None, q, k, 1, truth)
+                     for s in STYLES for q, k in QUESTIONS.items()]
+        for qid in QUESTIONS:
+            for action, gens in (("A", ["7", "no idea"]), ("B", ["Rating: 15 points", "3"])):
+                rows.append({"key": f"r|{model}|{qid}|{action}", "model": model,
+                             "experiment": "action_agreement", "qid": qid,
+                             "scenario_id": f"{qid}-0", "action": action, "template": 0,
+                             "generations": gens, "rating_text": [7.0, None] if action == "A"
+                             else [None, 3.0], "rating_expected": 5.0, "seed": 0})
+    write_rows_atomic(rows, tmp_path / "r" / "results.parquet")
+    res = load_results(tmp_path / "r")
+    rating = {r.action: r.rating for r in res.ratings if r.model == "tiny-instruct"}
+    assert rating["A"]["text"] == 7.0 and rating["A"]["text_paper"] == 3.0  # (7 + -1) / 2
+    assert rating["B"]["text"] == 3.0 and rating["B"]["text_paper"] == 9.0  # (15 + 3) / 2
+    a = analyze(res, n_boot=0, procedure="paper")
+    assert set(a.agreement) == {"tiny-instruct"}  # bloomz-tiny: no "instruct" in the name
+    ag = a.agreement["tiny-instruct"]["token"]["text"]
+    probes = res.action_probes("tiny-instruct", "token", ["baseline", "reverse", "num"])
+    want = M.value_action_agreement(probes, {(q, act): {"A": 3.0, "B": 9.0}[act]
+                                             for q in QUESTIONS for act in "AB"},
+                                    middle="second", n_boot=0)
+    assert ag.pearson.r == pytest.approx(want.pearson.r, abs=1e-12)
+    assert "bloomz-tiny" in a.value_action_note and "-1" in a.value_action_note
+    ours = analyze(res, n_boot=0)
+    assert set(ours.agreement) == {"tiny-instruct", "bloomz-tiny"} and ours.middle == "split"
+

@@ -18,13 +18,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="report directory (report.md, metrics.json, figures/)")
     p.add_argument("--human", help="human answer distributions as JSON {country: {qid: [p, ...]}}")
     p.add_argument("--wvs-csv", help="the WVS-7 respondent CSV (alternative to --human)")
-    p.add_argument("--data-dir", help="paper data mirror for the question bank (with --wvs-csv)")
+    p.add_argument("--data-dir", help="paper data mirror for the question bank (with --wvs-csv, "
+                   "and for Table 3's counts of the whole bank and the released Section field)")
+    p.add_argument("--procedure", choices=("ours", "paper"), default="ours",
+                   help="ours (default): every variant and country present; paper: the released "
+                   "metric code (variants baseline,reverse,num; 5 countries without Czech; raw "
+                   "EMD; unweighted WVS counts; middle option to the B end; instruct models for "
+                   "value-action; released rating parse)")
     p.add_argument("--selection-variants",
                    help="comma-separated variants for selection bias (default: every variant in "
                    "the results; the paper's code used baseline,reverse,num)")
-    p.add_argument("--middle", choices=("split", "second"), default="split",
-                   help="odd middle option in value-action agreement: split equally (default) or "
-                   "give it to the B end as the paper's code did")
+    p.add_argument("--middle", choices=("split", "second"), default=None,
+                   help="odd middle option in value-action agreement: split equally (default of "
+                   "--procedure ours) or give it to the B end as the paper's code did (default "
+                   "of --procedure paper)")
     p.add_argument("--alignment-questions",
                    help="file of question ids (JSON list or one per line) to keep for the "
                    "alignment metric (the paper kept its ordinal questions); default: all")
@@ -61,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if args.human and args.wvs_csv:
         raise InputError("--human and --wvs-csv: give one source of human distributions, not both")
     variants = None
+    if args.selection_variants and args.procedure == "paper":
+        raise InputError("--selection-variants: --procedure paper uses the release's variants "
+                         "(baseline, reverse, num); drop one of the two")
     if args.selection_variants:
         variants = [v.strip() for v in args.selection_variants.split(",") if v.strip()]
         if len(variants) < 2:
@@ -76,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if args.human:
         human = load_human_json(args.human)
     elif args.wvs_csv:
-        human = human_from_wvs(args.wvs_csv, results.countries(), args.data_dir)
+        human = human_from_wvs(args.wvs_csv, results.countries(), args.data_dir,
+                               weighted=args.procedure != "paper")
     paths = build_report(results, args.out, human, selection_variants=variants, middle=args.middle,
-                         n_boot=args.bootstrap, seed=args.seed, alignment_qids=alignment_qids)
+                         n_boot=args.bootstrap, seed=args.seed, alignment_qids=alignment_qids,
+                         procedure=args.procedure, data_dir=args.data_dir)
     print(f"report: {paths['report']}")
     print(f"metrics: {paths['metrics']}")
     print("figures: " + " ".join(str(p) for k, p in paths.items() if k.startswith("fig")))

@@ -392,3 +392,43 @@ def test_download_path_is_checked_and_cached(tmp_path, data_dir, monkeypatch):
     one_line_error(e, "sha256")
     assert not (path.parent / "template2.json").exists()
     shutil.rmtree(tmp_path / "cache")
+
+
+def _paper_verdict_ok(text):
+    """construct_inputs.get_action_agreement_input, written out independently."""
+    try:
+        verification = json.loads(text)
+        return all(verification[k] == "Yes" for k in ("Q1", "Q2", "Q3", "Q4"))
+    except Exception:
+        return False
+
+
+def test_strict_verdicts_keep_exactly_what_json_loads_accepts(data_dir):
+    path = data_dir / "paper_repo" / "action_agreement" / "value_tasks_verified_parsed.json"
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    expected = [i for i, r in enumerate(rows) if _paper_verdict_ok(r["Verification"])]
+    assert len(rows) == 2750 and len(expected) == 1630
+
+    kept, report = S.load_scenarios(data_dir, verdicts="strict")
+    assert [s.row for s in kept] == expected and report.kept == 1630
+    assert report.dropped == {S.UNPARSEABLE: 753, S.NOT_ALL_YES: 367}
+    chosen = S.select_for_rating(kept)  # bank match + the first 10 per question
+    assert len(chosen) == 1248 and len({s.qid for s in chosen}) == 202
+    lenient, _ = S.load_scenarios(data_dir)  # the default is unchanged
+    assert len(lenient) == 2186 and {s.row for s in kept} <= {s.row for s in lenient}
+    with pytest.raises(InputError) as e:
+        S.load_scenarios(data_dir, verdicts="loose")
+    one_line_error(e, "verdicts", "loose")
+
+
+@pytest.mark.parametrize("reply,status", [
+    ('{"Q1": "Yes", "Q2": "Yes", "Q3": "Yes", "Q4": "Yes"}', "kept"),
+    ('{"Q1": Yes, "Q2": Yes, "Q3": Yes, "Q4": Yes}', S.UNPARSEABLE),          # not JSON
+    ('{"Q1": "Yes", "Q2": "Yes", "Q3": "Yes", "Q4": "Yes",}', S.UNPARSEABLE),  # trailing comma
+    ('{"Q1": "yes", "Q2": "Yes", "Q3": "Yes", "Q4": "Yes"}', S.NOT_ALL_YES),   # exact "Yes"
+    ('{"Q1": true, "Q2": "Yes", "Q3": "Yes", "Q4": "Yes"}', S.NOT_ALL_YES),
+    ('{"Q1": "Yes", "Q2": "Yes", "Q3": "Yes"}', S.MISSING_KEYS),
+    ('["Yes"]', S.UNPARSEABLE), (None, S.UNPARSEABLE)])
+def test_strict_verdict_status(reply, status):
+    assert S.verdict_status(reply, verdicts="strict") == status

@@ -11,6 +11,7 @@ from valueprobe_jax.probing.parsing import (
     parse_canonical,
     parse_label_aware,
     parse_paper,
+    PAPER_UNPARSED_RATING,
     parse_rating,
     to_canonical_index,
 )
@@ -238,12 +239,24 @@ def test_parse_rating(text, expected):
 
 
 def test_parse_rating_paper_rule():
-    # the release: first run of digits, no range check (it stored -1 when none)
+    # the release: first run of digits, no range check, -1 when none (averaged in later)
+    for text, want in [("I'd say 7", 7), ("15", 15), ("0", 0), ("none", -1), ("7 or 8", 7),
+                       ("", -1), ("Rating: -3", 3), ("I rate it 8/10", 8)]:
+        assert parse_rating(text, mode="paper") == want, text
     assert parse_rating("Rating: 8/10", mode="paper") == 8
     assert parse_rating("11", mode="paper") == 11
     assert parse_rating("0", mode="paper") == 0
     assert parse_rating("7 or 8", mode="paper") == 7
     assert parse_rating("7.5", mode="paper") == 7
-    assert parse_rating("no idea", mode="paper") is None
+    assert parse_rating("no idea", mode="paper") == PAPER_UNPARSED_RATING == -1
     with pytest.raises(ValueError, match="mode"):
         parse_rating("7", mode="loose")
+
+
+def test_paper_ratings_average_the_unparsed_in():
+    """The release averages -1 for a reply without digits into the (qid, action) mean."""
+    from analysis.metrics import mean_ratings
+
+    texts = ["I'd say 7", "none", "15"]
+    rows = [("Q1", "A", parse_rating(t, mode="paper")) for t in texts]
+    assert mean_ratings(rows) == {("Q1", "A"): pytest.approx((7 - 1 + 15) / 3)}

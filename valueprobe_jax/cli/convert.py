@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: exists and is not an empty directory")
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=args.dtype)
-    out = save_orbax(args.out, loaded.cfg, loaded.params, tokenizer=loaded.tokenizer)
+    out = save_orbax(args.out, loaded.cfg, loaded.params, tokenizer=loaded.tokenizer,
+                     generation_config=loaded.generation_config)
     print(f"{loaded.name}: {loaded.cfg.num_params() / 1e6:.1f}M parameters ({args.dtype}) -> {out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -6,6 +6,10 @@ question and its two opposite answers ("<question>\\nPerson A: <answer>\\nPerson
 Verification is a judge model's raw reply to four Yes/No questions (Q1-Q4), asked for as JSON but
 not always JSON: unquoted Yes, doubled quotes (""Q1""), extra spaces, trailing commas. Rows are kept
 when all four verdicts are Yes; everything dropped is counted by reason.
+
+Two readings of a verdict: "lenient" (ours, the default) reads the Yes/No words wherever the reply
+spells them; "strict" is the paper's (src/construct_inputs.py, get_action_agreement_input): the
+reply must parse with ``json.loads`` and its Q1..Q4 must equal the string "Yes" exactly.
 """
 
 from __future__ import annotations
@@ -54,8 +58,32 @@ def parse_verdict(text: object) -> dict[str, bool] | None:
     return found or None
 
 
-def verdict_status(text: object, keys: tuple[str, ...] = VERDICT_KEYS) -> str:
-    """'kept' when every key is Yes, else the reason the row is dropped."""
+VERDICT_MODES = ("lenient", "strict")
+
+
+def strict_verdict_status(text: object, keys: tuple[str, ...] = VERDICT_KEYS) -> str:
+    """The paper's rule: ``json.loads(text)`` is an object whose keys are all exactly "Yes"."""
+    try:
+        verdict = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return UNPARSEABLE
+    if not isinstance(verdict, dict):
+        return UNPARSEABLE
+    if any(k not in verdict for k in keys):
+        return MISSING_KEYS
+    if not all(verdict[k] == "Yes" for k in keys):
+        return NOT_ALL_YES
+    return "kept"
+
+
+def verdict_status(text: object, keys: tuple[str, ...] = VERDICT_KEYS, *,
+                   verdicts: str = "lenient") -> str:
+    """'kept' when every key is Yes, else the reason the row is dropped (``verdicts``: lenient
+    reading, or the paper's strict ``json.loads``)."""
+    if verdicts == "strict":
+        return strict_verdict_status(text, keys)
+    if verdicts != "lenient":
+        raise InputError(f"verdicts: expected one of {', '.join(VERDICT_MODES)}, got {verdicts!r}")
     verdict = parse_verdict(text)
     if verdict is None:
         return UNPARSEABLE
@@ -127,13 +155,17 @@ def _match_key(text: str) -> str:
 def load_scenarios(data_dir: str | os.PathLike | None = None, *,
                    path: str | os.PathLike | None = None,
                    questions: list[Question] | None = None, download: bool = True,
-                   ) -> tuple[list[Scenario], ScenarioReport]:
+                   verdicts: str = "lenient") -> tuple[list[Scenario], ScenarioReport]:
     """Rows with four Yes verdicts, mapped to question ids, and a report of what was dropped.
 
+    `verdicts`: "lenient" (ours: Yes/No read however the reply spells it) or "strict" (the
+    paper's: ``json.loads`` must succeed and Q1..Q4 equal "Yes").
     `path` is a JSON Lines file in the released format; by default the paper's released file
     (from the mirror or the pinned source). `questions` is the bank to match against (default:
     the paper's 206 questions, from the same data directory).
     """
+    if verdicts not in VERDICT_MODES:
+        raise InputError(f"verdicts: expected one of {', '.join(VERDICT_MODES)}, got {verdicts!r}")
     if path is None:
         path = sources.source_file(sources.SCENARIOS, data_dir, download=download)
     if questions is None:
@@ -170,7 +202,7 @@ def load_scenarios(data_dir: str | os.PathLike | None = None, *,
             if parsed is None:
                 dropped[BAD_VALUE] += 1
                 continue
-            status = verdict_status(verification)
+            status = verdict_status(verification, verdicts=verdicts)
             if status != "kept":
                 dropped[status] += 1
                 continue

@@ -26,6 +26,8 @@ from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import check_params, flatten_params, nest_params
+from valueprobe_jax.models.generation_config import (GENERATION_CONFIG_FILE, GenerationConfig,
+                                                     eos_ids, read_generation_config)
 from valueprobe_jax.models.registry import PACKAGED, ModelSpec, family_module, get_spec
 
 # Never reach for the hub (huggingface_hub reads this when first imported).
@@ -49,6 +51,8 @@ class LoadedModel:
     params: dict[str, Any]
     tokenizer: Any  # a transformers tokenizer, or None when the checkpoint has none
     spec: ModelSpec | None
+    # the checkpoint's generation_config.json (transformers 4.45 defaults when it has none)
+    generation_config: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
 
 
 # --------------------------------------------------------------------------- HF safetensors
@@ -277,10 +281,15 @@ def _hf_tokenizer_or_none(directory: pathlib.Path) -> Any:
 
 
 def save_orbax(directory: PathLike, cfg: ModelConfig, params: Mapping[str, Any], *,
-               tokenizer: Any = None) -> pathlib.Path:
+               tokenizer: Any = None,
+               generation_config: GenerationConfig | None = None) -> pathlib.Path:
     """Write ``params`` (nested or flat) as an orbax checkpoint under ``directory/params`` with
     the config in ``directory/valueprobe_config.json`` (and the tokenizer, if given, under
-    ``directory/tokenizer``). The directory appears complete or not at all."""
+    ``directory/tokenizer``). The directory appears complete or not at all.
+
+    generation_config: the source's; its generation_config.json is copied as read, or, when the
+    source had none, config.json's eos ids are recorded, so ``load_model`` of the result gets
+    the same ``GenerationConfig``."""
     import orbax.checkpoint as ocp
 
     out = pathlib.Path(directory).absolute()
@@ -294,8 +303,13 @@ def save_orbax(directory: PathLike, cfg: ModelConfig, params: Mapping[str, Any],
             ckpt.save(tmp / PARAMS_DIR, tree)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-        io.write_json(tmp / CONFIG_FILE, {"format": "valueprobe_jax/orbax", "config": cfg.to_dict()},
-                      indent=1)
+        meta: dict[str, Any] = {"format": "valueprobe_jax/orbax", "config": cfg.to_dict()}
+        gc = generation_config
+        if gc is not None and gc.raw is not None:
+            io.write_json(tmp / GENERATION_CONFIG_FILE, dict(gc.raw))
+        elif gc is not None and gc.eos_token_ids:
+            meta["eos_token_id"] = list(gc.eos_token_ids)
+        io.write_json(tmp / CONFIG_FILE, meta, indent=1)
         if out.exists():
             out.rmdir()
     return out
@@ -309,6 +323,16 @@ def read_orbax_config(directory: PathLike) -> ModelConfig:
         raise InputError(f"{directory}: no {CONFIG_FILE} (not a converted checkpoint)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{path}: invalid converted-checkpoint config ({e})") from None
+
+
+def read_orbax_generation_config(directory: PathLike) -> GenerationConfig:
+    """The generation config saved with a ``save_orbax`` directory (defaults when none)."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    try:
+        eos = json.loads(path.read_text()).get("eos_token_id")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise InputError(f"{path}: invalid converted-checkpoint config ({e})") from None
+    return read_generation_config(directory, fallback_eos=eos_ids(eos, str(path)) or None)
 
 
 def restore_orbax(directory: PathLike, *, shardings: Any = None,
@@ -472,15 +496,18 @@ def load_model(name_or_dir: PathLike, *, dtype: str = "float32", shardings: Any 
         cfg, params = restore_orbax(path, shardings=target(cfg), dtype=dtype)
         tok_dir = path / TOKENIZER_DIR
         tokenizer = _load_tokenizer(tok_dir) if tok_dir.is_dir() else None
+        generation_config = read_orbax_generation_config(path)
     elif path.is_dir():
         cfg, flat = load_hf_dir(path, dtype=dtype)
         if spec:
             _check_against_spec(spec, cfg, path)
         params = _place(flat, target(cfg))
         tokenizer = _hf_tokenizer_or_none(path)
+        generation_config = read_generation_config(path)
     else:
         raise InputError(f"{path}: not a checkpoint (expected a directory or a .gguf file)")
-    return LoadedModel(name=name, cfg=cfg, params=params, tokenizer=tokenizer, spec=spec)
+    return LoadedModel(name=name, cfg=cfg, params=params, tokenizer=tokenizer, spec=spec,
+                       generation_config=generation_config)
 
 
 def flat_params(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -489,5 +516,5 @@ def flat_params(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 __all__ = ["LoadedModel", "SafetensorsDir", "load_model", "load_hf_dir", "load_gguf", "read_gguf",
-           "save_orbax", "restore_orbax", "resolve", "packaged_gguf", "convert_gguf_cached",
+           "save_orbax", "restore_orbax", "read_orbax_generation_config", "resolve", "packaged_gguf", "convert_gguf_cached",
            "gguf_cache_dir", "cache_root", "flat_params"]

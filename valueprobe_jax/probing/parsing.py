@@ -31,6 +31,7 @@ __all__ = [
     "to_canonical_index",
     "parse_canonical",
     "parse_rating",
+    "PAPER_UNPARSED_RATING",
 ]
 
 MODES = ("label_aware", "paper")
@@ -309,6 +310,10 @@ _OUT_OF_TEN = re.compile(r"(\d+)\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)?(?![\w])")
 
 
+# what the release stores (and averages in) for a rating reply without digits
+PAPER_UNPARSED_RATING = -1
+
+
 def parse_rating(text: str, *, mode: str = "strict") -> Optional[int]:
     """Rating 1..10 from a generated answer to an action-rating prompt, or None.
 
@@ -316,11 +321,12 @@ def parse_rating(text: str, *, mode: str = "strict") -> Optional[int]:
     denominators ("7/10", "8 out of 10" count as 7 and 8), must be one distinct integer in 1..10;
     decimals, negatives, 0, >10 and two different numbers give None.
     paper: the released rule (src/eval_utils.py, load_action_scores): the first run of digits
-    (`re.findall(r"\\d+")[0]`) as an int, with no range check; where the release stores -1 for
-    "no digits" (and then averages it in), this returns None."""
+    (`re.findall(r"\\d+")[0]`) as an int, with no range check ("0", "15" kept), and -1
+    (``PAPER_UNPARSED_RATING``) when there is none, as the release stores it; the release then
+    averages the -1 in (``analysis.metrics.mean_ratings`` does too: it drops only None/NaN)."""
     if mode == "paper":
         found = re.findall(r"\d+", text)
-        return int(found[0]) if found else None
+        return int(found[0]) if found else PAPER_UNPARSED_RATING
     if mode != "strict":
         raise ValueError(f"mode: unknown rating mode {mode!r} (expected strict or paper)")
     norm = _normalise(text)

@@ -80,7 +80,7 @@ def test_workdir_is_bound_to_its_config(tmp_path):
     sweep.check_manifest(tmp_path, c, 30)
     sweep.check_manifest(tmp_path, c, 30)  # same config: fine
     other = load_config(spec, ["--config.max_questions=3"])
-    with pytest.raises(InputError, match="holds a sweep of a different config"):
+    with pytest.raises(InputError, match=r"holds chunks made with other settings \(fingerprint differs"):
         sweep.check_manifest(tmp_path, other, 45)
 
 

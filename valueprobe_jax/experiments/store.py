@@ -23,7 +23,8 @@ uninterrupted run.
   there is chunk ownership by process index plus writes that are whole objects of deterministic
   content; two runners on one bucket workdir duplicate work but cannot leave a torn or mixed chunk.
 - **SIGTERM** (a preempted TPU VM): inside ``with Workdir(...)`` SIGTERM only sets a flag; the
-  runner finishes the chunk (or batch) in hand, writes it, and ``stop_if_asked`` raises ``Stopped``.
+  runner finishes the chunk (or batch) in hand, writes it, and ``stop_if_asked`` (called before
+  the next chunk starts, in any stage) raises ``Stopped``.
   The CLI prints the resume hint and exits with ``STOPPED_EXIT_CODE`` (143 = 128 + SIGTERM, so a
   wrapper sees the work is not complete and does not merge a partial result).
 - **Fault injection** (``$VALUEPROBE_FAULT``): ``after_chunk:K`` exits hard (like kill -9, exit code
@@ -134,9 +135,9 @@ class Workdir:
             wd.bind(manifest, keys=("fingerprint",))
             shards = wd.chunks("shards", PARQUET)
             for name in todo:
+                wd.stop_if_asked(left=...)  # SIGTERM seen: stop before the next chunk
                 wd.start_chunk()
                 shards.save(name, compute(name))
-                wd.stop_if_asked(left=...)
     """
 
     def __init__(self, root: io.PathLike, *, lock_index: int | None = 0):
@@ -184,7 +185,8 @@ class Workdir:
         self.root.mkdir(parents=True, exist_ok=True)
         # the lock appears with its contents (a temp file hard-linked into place: create-if-absent)
         tmp = self.root / f".lock.p{self.lock_index}.{os.getpid()}.tmp"
-        io.write_text(tmp, json.dumps(me))
+        with open(os.fspath(tmp), "w") as f:  # not an output file: no io fault points here
+            f.write(json.dumps(me))
         try:
             for _ in range(3):
                 try:
@@ -242,8 +244,9 @@ class Workdir:
         io.fault_point(f"after_chunk:{self._written_count}")
 
     def stop_if_asked(self, left: int, asked: bool | None = None) -> None:
-        """Raise ``Stopped`` if SIGTERM arrived (call between chunks, after a write); ``asked``
-        overrides this process's flag (lockstep hosts follow process 0)."""
+        """Raise ``Stopped`` if SIGTERM arrived and ``left`` chunks remain (call before starting
+        each chunk or batch); ``asked`` overrides this process's flag (lockstep hosts follow
+        process 0)."""
         if (self._stop.is_set() if asked is None else asked) and left > 0:
             raise Stopped(self.text, self._written_count, left)
 

@@ -193,6 +193,9 @@ def _run_chunks(wd: store.Workdir, config: ml_collections.ConfigDict, items: Seq
                disable=not progress, smoothing=0.1)
     done = 0
     for n, i in enumerate(todo):
+        # lockstep hosts follow process 0's SIGTERM, so they all stop before the same chunk
+        asked = agree([wd.stop_requested])[0] if agree is not None else None
+        wd.stop_if_asked(left=len(todo) - n, asked=asked)
         wd.start_chunk()
         rows = process_chunk(chunks[i])
         got = sorted(r["key"] for r in rows)
@@ -203,8 +206,5 @@ def _run_chunks(wd: store.Workdir, config: ml_collections.ConfigDict, items: Seq
             shards.save(shard_name(i), results.to_table(rows))
         done += len(rows)
         bar.update(len(rows))
-        # lockstep hosts follow process 0's SIGTERM, so they all stop after the same chunk
-        asked = agree([wd.stop_requested])[0] if agree is not None else None
-        wd.stop_if_asked(left=len(todo) - n - 1, asked=asked)
     bar.close()
     return SweepStats(len(chunks), len(mine), len(mine) - len(todo), len(todo), done, time.time() - t0)

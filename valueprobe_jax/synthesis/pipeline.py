@@ -156,6 +156,7 @@ def run_generation(config: Any, wd: store.Workdir, questions: Sequence[Question]
     prefix = "Situation_1:" if g.prime_format else ""
     batch = max(1, config.run.batch_questions)
     for start in range(0, len(todo), batch):
+        wd.stop_if_asked(left=len(todo) - start)
         wd.start_chunk()
         part = todo[start:start + batch]
         texts = [model.render(generation_messages(
@@ -170,7 +171,6 @@ def run_generation(config: Any, wd: store.Workdir, questions: Sequence[Question]
             chunks.save(chunk_name(q.id), chunk)
             log(f"generate {q.id}: {len(samples)} samples, {chunk['parsed']} scenes parsed, "
                 f"{chunk['kept']} kept")
-        wd.stop_if_asked(left=len(todo) - start - len(part))
     return counts
 
 
@@ -196,6 +196,7 @@ def run_verification(config: Any, wd: store.Workdir, questions: Sequence[Questio
 
     def flush() -> None:
         nonlocal judge, flushed
+        wd.stop_if_asked(left=len(todo) - flushed)
         wd.start_chunk()
         rows = [r for _, rs in pending for r in rs]
         keys = [f"verify|{q.id}|{i}" for q, rs in pending for i in range(len(rs))]
@@ -213,7 +214,6 @@ def run_verification(config: Any, wd: store.Workdir, questions: Sequence[Questio
             log(f"verify {q.id}: {len(mine)} scenes, {four_yes} with four Yes")
         flushed += len(pending)
         pending.clear()
-        wd.stop_if_asked(left=len(todo) - flushed)
 
     for q in todo:
         pending.append((q, scenes[q.id]))

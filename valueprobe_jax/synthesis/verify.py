@@ -149,6 +149,7 @@ def verify_file(inp: str | os.PathLike, out: str | os.PathLike, *, model: str,
             part = rows[start:start + chunk_size]
             got = chunks.load(f"chunk-{c:06d}", _verdict_check(len(part)))
             if got is None:
+                wd.stop_if_asked(left=len(starts) - c)
                 wd.start_chunk()
                 if judge is None:
                     from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415
@@ -157,7 +158,6 @@ def verify_file(inp: str | os.PathLike, out: str | os.PathLike, *, model: str,
                 keys = [f"verify|{start + i}" for i in range(len(part))]
                 got = verify_rows(judge, instruction, part, settings, keys=keys)
                 chunks.save(f"chunk-{c:06d}", got)
-                wd.stop_if_asked(left=len(starts) - c - 1)
             replies += got
             log(f"verified rows {start + 1}-{start + len(part)} of {len(rows)}")
         io.write_jsonl(out, [{**r, "Verification": v} for r, v in zip(rows, replies)])

@@ -14,10 +14,13 @@
 # 4-chip hosts) keeps each worker on its own work items; a larger one (fsdp=8,tensor=2 over
 # 16 chips) runs the workers in lockstep. `valueprobe plan --model NAME` suggests the mesh.
 #
-# WORKDIR: gs://BUCKET/PATH is mounted with gcsfuse on every worker (must be installed on the
-# image) and merged on worker 0; any other path is local to each worker: the shards are copied
-# back to ./runs/<basename of WORKDIR> on this machine and merged here (a relative WORKDIR is
-# under each worker's home directory).
+# WORKDIR: gs://BUCKET/PATH is passed to `valueprobe run` as is: every worker writes its shards
+# straight to the bucket (one object write per shard, atomic by itself; no gcsfuse, whose rename
+# is copy + delete) and worker 0 merges them there. A TPU VM loses its disk when preempted, so use
+# a bucket for long sweeps; rerun the same command to resume (a SIGTERM'd worker exits 143 after
+# writing the chunk in hand). Any other path is local to each worker: the shards are copied back
+# to ./runs/<basename of WORKDIR> on this machine and merged here (a relative WORKDIR is under
+# each worker's home directory).
 # Model weights must be on the workers: set REMOTE_ENV, e.g.
 #   REMOTE_ENV="VALUEPROBE_MODEL_QWEN2_5_72B_INSTRUCT=/mnt/disks/models/qwen72" launch/tpu_pod.sh ...
 # DRY_RUN=1 prints the gcloud commands instead of running them; WORKERS=N skips asking gcloud
@@ -41,15 +44,11 @@ git archive --format=tar.gz -o "$src" HEAD
 run "${gc[@]}" scp "$src" "$tpu:valueprobe_src.tgz" --zone "$zone" --worker=all
 
 # 2. install and run on every worker
-if [[ $workdir == gs://* ]]; then
-  bucket=${workdir#gs://}; bucket=${bucket%%/*}
-  sub=${workdir#gs://$bucket}; sub=${sub#/}
-  mount="mkdir -p ~/gcs/$bucket && (mountpoint -q ~/gcs/$bucket || gcsfuse --implicit-dirs $bucket ~/gcs/$bucket)"
-  remote_wd="\$HOME/gcs/$bucket/$sub"
-else
-  mount=true
-  remote_wd=$workdir
-  [[ $workdir == /* ]] || remote_wd="\$HOME/$workdir"  # relative = under the worker's home
+remote_wd=$workdir
+gcs_dep=""  # etils.epath reaches gs:// through fsspec's gcsfs
+[[ $workdir == gs://* ]] && gcs_dep=" gcsfs"
+if [[ $workdir != gs://* && $workdir != /* ]]; then
+  remote_wd="\$HOME/$workdir"  # relative = under the worker's home
 fi
 remote="set -euo pipefail
 mkdir -p ~/valueprobe_jax
@@ -57,9 +56,8 @@ find ~/valueprobe_jax -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
 tar xzf ~/valueprobe_src.tgz -C ~/valueprobe_jax && cd ~/valueprobe_jax
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[tpu]' \
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[tpu]'$gcs_dep \
   -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
-$mount
 export VALUEPROBE_DISTRIBUTED=1 ${REMOTE_ENV:-}
 .venv/bin/valueprobe run --config $config --workdir $remote_wd --no-progress $extra"
 run "${gc[@]}" ssh "$tpu" --zone "$zone" --worker=all --command "$remote"

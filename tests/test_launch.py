@@ -24,11 +24,12 @@ def test_tpu_pod_dry_run(tmp_path):
     assert out[0].startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in out[0]
     run = out[1]
     assert run.startswith("gcloud compute tpus tpu-vm ssh vp-v5e-16 --zone us-west4-a --worker=all")
-    for part in ("pip install -q -c constraints.txt -e \\'.[tpu]\\'", "export VALUEPROBE_DISTRIBUTED=1",
-                 "gcsfuse --implicit-dirs bkt", "valueprobe run --config configs/robustness.py:qwen2.5-72b-instruct "
-                 "--workdir $HOME/gcs/bkt/rob"):
+    for part in ("pip install -q -c constraints.txt -e \\'.[tpu]\\' gcsfs", "export VALUEPROBE_DISTRIBUTED=1",
+                 "valueprobe run --config configs/robustness.py:qwen2.5-72b-instruct "
+                 "--workdir gs://bkt/rob"):
         assert part in run, part
-    assert "--worker=0" in out[2] and "valueprobe merge $HOME/gcs/bkt/rob" in out[2].replace("\\", "")
+    assert "gcsfuse" not in run and "gcs/bkt" not in run  # the bucket is written directly
+    assert "--worker=0" in out[2] and "valueprobe merge gs://bkt/rob" in out[2].replace("\\", "")
 
 
 def _readme_commands() -> list[str]:

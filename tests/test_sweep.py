@@ -1,21 +1,22 @@
 """Sweeps: config loading and overrides, work-item expansion, atomic shards, and exact resumption
-after `kill -9` (a tiny random Llama with the SmolLM2 tokenizer keeps the subprocesses fast)."""
+after deterministic faults (hard exit after chunk k, hard exit between temp file and rename,
+SIGTERM, torn and corrupt shards, a second runner); a tiny random Llama with the SmolLM2 tokenizer
+keeps the subprocesses fast."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import random
-import signal
+import socket
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from valueprobe_jax.experiments import results, sweep
+from valueprobe_jax import io
+from valueprobe_jax.experiments import results, store, sweep
 from valueprobe_jax.experiments.config_loading import apply_override, load_config, split_config_overrides
 from valueprobe_jax.errors import InputError
 
@@ -80,11 +81,11 @@ def test_workdir_is_bound_to_its_config(tmp_path):
     sweep.check_manifest(tmp_path, c, 30)
     sweep.check_manifest(tmp_path, c, 30)  # same config: fine
     other = load_config(spec, ["--config.max_questions=3"])
-    with pytest.raises(InputError, match="holds a sweep of a different config"):
+    with pytest.raises(InputError, match=r"holds chunks made with other settings \(fingerprint differs"):
         sweep.check_manifest(tmp_path, other, 45)
 
 
-# ----------------------------------------------------------------------------- kill -9 and resume
+# ----------------------------------------------------------------------------- faults and resume
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
@@ -117,10 +118,22 @@ def _run_cmd(model_dir, workdir):
             "--config.run.chunk_size=3", "--no-progress"]
 
 
-def _env():
+def _env(fault=None):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one device, like a user's run
+    env.pop(io.FAULT_ENV, None)
+    if fault:
+        env[io.FAULT_ENV] = fault
     return env
+
+
+def _run(model_dir, workdir, fault=None):
+    return subprocess.run(_run_cmd(model_dir, workdir), env=_env(fault), capture_output=True,
+                          text=True, timeout=600)
+
+
+def _shards(workdir):
+    return sorted(p.name for p in (workdir / "shards").glob("*.parquet"))
 
 
 def _rows(workdir):
@@ -129,34 +142,74 @@ def _rows(workdir):
     return rows
 
 
-def test_kill_9_then_resume_gives_identical_rows(tiny_model_dir, tmp_path):
-    ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run(_run_cmd(tiny_model_dir, ref_dir), check=True, env=_env(), capture_output=True)
+def test_faults_then_resume_give_identical_rows(tiny_model_dir, tmp_path):
+    """Each fault fires at a fixed point, so the test cannot pass by the child finishing first:
+    hard exit right after chunk 2 is written, hard exit between the temp file and its rename,
+    SIGTERM as a chunk starts (that chunk is still finished), a torn and a bit-flipped shard;
+    the final resume equals an uninterrupted run row for row."""
+    ref_dir, work = tmp_path / "ref", tmp_path / "work"
+    ref = _run(tiny_model_dir, ref_dir)
+    assert ref.returncode == 0, ref.stderr
     reference = _rows(ref_dir)
     assert len(reference) == 3 * 3 * 2  # questions x styles x variants
-    n_chunks = len(list((ref_dir / "shards").glob("*.parquet")))
-    assert n_chunks == 6
+    assert len(_shards(ref_dir)) == 6
 
-    proc = subprocess.Popen(_run_cmd(tiny_model_dir, killed_dir), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    shards = killed_dir / "shards"
-    while time.time() < deadline and proc.poll() is None:
-        if shards.is_dir() and any(shards.glob("*.parquet")):
-            break
-        time.sleep(0.05)
-    time.sleep(random.Random(int(time.time())).uniform(0.0, 0.5))  # a random moment mid-sweep
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = len(list(shards.glob("*.parquet"))) if shards.is_dir() else 0
-    assert partial < n_chunks or proc.returncode == 0  # usually killed mid-way
+    killed = _run(tiny_model_dir, work, "after_chunk:2")
+    assert killed.returncode == io.FAULT_EXIT_CODE, killed.stderr
+    assert _shards(work) == ["chunk-000000.parquet", "chunk-000001.parquet"]
 
-    done = subprocess.run(_run_cmd(tiny_model_dir, killed_dir), check=True, env=_env(),
-                          capture_output=True, text=True)
-    assert f"{partial} already done" in done.stdout
-    resumed = _rows(killed_dir)
-    assert [r["key"] for r in resumed] == [r["key"] for r in reference]  # none lost, none duplicated
+    torn = _run(tiny_model_dir, work, "before_rename")  # dies on its first write
+    assert torn.returncode == io.FAULT_EXIT_CODE, torn.stderr
+    assert len(_shards(work)) == 2
+    assert [p.name for p in (work / "shards").glob(".chunk-000002.parquet.*.tmp")]  # left behind
+
+    stopped = _run(tiny_model_dir, work, "sigterm_at_chunk:1")
+    assert stopped.returncode == store.STOPPED_EXIT_CODE == 143, stopped.stderr
+    assert len(_shards(work)) == 3  # the chunk in hand was finished and written
+    assert "stopped by SIGTERM after 1 chunk(s) of this run; 3 left" in stopped.stderr
+    assert f"resume with: valueprobe run ... (the same arguments, same --workdir {work})" \
+        in stopped.stderr
+    assert not list(work.glob("lock.*"))  # released on the way out
+
+    # a half-copied shard and one with flipped bytes: detected, recomputed, never trusted
+    s0, s1 = work / "shards" / "chunk-000000.parquet", work / "shards" / "chunk-000001.parquet"
+    s0.write_bytes(s0.read_bytes()[: s0.stat().st_size // 2])
+    data = bytearray(s1.read_bytes())
+    for i in range(200, 260):
+        data[i] ^= 0xFF
+    s1.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="unreadable result file skipped"):
+        partial = results.read_results(work / "shards")  # the report reads around them
+    assert partial.num_rows == 3 * 1
+
+    done = _run(tiny_model_dir, work)
+    assert done.returncode == 0, done.stderr
+    assert "1 already done" in done.stdout
+    assert "chunk-000000.parquet: unreadable" in done.stderr
+    assert "chunk-000001.parquet: unreadable" in done.stderr
+    resumed = _rows(work)
+    assert [r["key"] for r in resumed] == [r["key"] for r in reference]  # none lost, none twice
     assert resumed == reference
-    assert not list(shards.glob(".*"))  # no temporary files left behind
-    manifest = json.loads((killed_dir / "manifest.json").read_text())
+    manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["items"] == 18
+
+    # a shard with the wrong rows (another chunk's) is not trusted either
+    (work / "shards" / "chunk-000005.parquet").write_bytes(s0.read_bytes())
+    again = _run(tiny_model_dir, work)
+    assert again.returncode == 0 and "5 already done" in again.stdout, again.stderr
+    assert "keys are not the chunk's" in again.stderr
+    assert _rows(work) == reference
+
+
+def test_second_runner_is_refused(tiny_model_dir, tmp_path):
+    """A live holder (this test process) keeps the workdir: the second runner gets one line
+    naming the workdir and the holder, before any model is loaded; a dead holder's lock is
+    taken over."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "lock.p0.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    second = _run(tiny_model_dir, work)
+    assert second.returncode == 2
+    assert (f"valueprobe run: error: --workdir {work}: in use by pid {os.getpid()} on "
+            f"{socket.gethostname()}") in second.stderr
+    assert "Traceback" not in second.stderr and not (work / "shards").exists()

@@ -14,9 +14,11 @@ import re
 import pytest
 
 from valueprobe_jax.synthesis import pipeline as syn
+from valueprobe_jax.synthesis import prompt, scenes, verify
 from valueprobe_jax.experiments.config_loading import load_config
 from valueprobe_jax.data.questions import load_question_bank
 from valueprobe_jax.data.scenarios import load_scenarios, parse_value, parse_verdict
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.engine.sampling import Generation
 
@@ -44,28 +46,28 @@ def test_value_field_matches_every_released_value_of_a_bank_question(data_dir):
         question = parse_value(value)[0]
         if question in bank:
             matched += 1
-            assert syn.value_field(bank[question]) == value
+            assert prompt.value_field(bank[question]) == value
     assert matched >= 140  # most released values are bank questions with first/last options
 
 
 def test_generation_prompt_states_value_count_and_limits(data_dir):
     q = load_question_bank(data_dir)[0]
-    text = syn.generation_messages(q, n=7, max_situation_words=22, max_action_words=15)[0]["content"]
+    text = prompt.generation_messages(q, n=7, max_situation_words=22, max_action_words=15)[0]["content"]
     assert text.endswith("\nValue: Indicate how important family is in your life. Would you say "
                          "it is: Person A: Very important Person B: Not at all important")
     assert "Write 7 different situations" in text and "Situation_7: {situation}" in text
     assert "at most 22 words and each action at most 15 words" in text
     assert "Example:\nValue: How important is punctuality" in text
-    bare = syn.generation_messages(q, few_shot=False)[0]["content"]
+    bare = prompt.generation_messages(q, few_shot=False)[0]["content"]
     assert "Example:" not in bare and "Write 10 different situations" in bare
 
 
 def test_example_scenes_parse_back_and_respect_the_limits():
-    text = syn.format_scenes(syn.EXAMPLE_SCENES)
-    assert [s.scene() for s in syn.parse_scenes(text)] == list(syn.EXAMPLE_SCENES)
-    for s in syn.EXAMPLE_SCENES:
-        assert syn.word_count(s.situation) <= 25
-        assert max(syn.word_count(s.action_a), syn.word_count(s.action_b)) <= 20
+    text = prompt.format_scenes(prompt.EXAMPLE_SCENES)
+    assert [s.scene() for s in scenes.parse_scenes(text)] == list(prompt.EXAMPLE_SCENES)
+    for s in prompt.EXAMPLE_SCENES:
+        assert scenes.word_count(s.situation) <= 25
+        assert max(scenes.word_count(s.action_a), scenes.word_count(s.action_b)) <= 20
 
 
 # ------------------------------------------------------------------------------ parser
@@ -81,7 +83,7 @@ B2 = "PersonX calls a towing service and waits alone for assistance."
 def test_parse_clean_reply():
     text = f"Situation_1: {S1}\nActionA_1: {A1}\nActionB_1: {B1}\nSituation_2: {S2}\n" \
            f"ActionA_2: {A2}\nActionB_2: {B2}"
-    assert fields(syn.parse_scenes(text)) == [(1, S1, A1, B1, False), (2, S2, A2, B2, False)]
+    assert fields(scenes.parse_scenes(text)) == [(1, S1, A1, B1, False), (2, S2, A2, B2, False)]
 
 
 @pytest.mark.parametrize("text", [
@@ -100,7 +102,7 @@ def test_parse_clean_reply():
     f"Situation_2: {S2} ActionA_2: {A2} ActionB_2: {B2}",
 ])
 def test_parse_messy_layouts(text):
-    got = [(s.situation, s.action_a, s.action_b) for s in syn.parse_scenes(text)]
+    got = [(s.situation, s.action_a, s.action_b) for s in scenes.parse_scenes(text)]
     assert got == [(S1, A1, B1), (S2, A2, B2)]
 
 
@@ -110,7 +112,7 @@ def test_parse_extra_fields_and_echoes_are_ignored():
             f"ActionB_1: {B1}\nNote: PersonX could also do nothing.\n"
             f"Actionable: not a label\nSituation_2: {S2}\nActionA_2: {A2}\nActionB_2: {B2}\n"
             "Reason: this shows the value.")
-    assert fields(syn.parse_scenes(text)) == [(1, S1, A1, B1, False), (2, S2, A2, B2, False)]
+    assert fields(scenes.parse_scenes(text)) == [(1, S1, A1, B1, False), (2, S2, A2, B2, False)]
 
 
 def test_parse_missing_swapped_and_repeated_fields():
@@ -119,28 +121,28 @@ def test_parse_missing_swapped_and_repeated_fields():
             f"ActionA_3: {A1}\nActionB_3: {B2}\n"                      # Situation_3 missing
             f"ActionB_4: {B1}\n"                                       # a second ActionB
             "Situation_5: ...\nActionA_5: ...\nActionB_5: ...\n")      # placeholders echoed
-    assert fields(syn.parse_scenes(text)) == [
+    assert fields(scenes.parse_scenes(text)) == [
         (1, S1, A1, B1, False), (2, S2, A2, "", False), (None, "", A1, B2, False),
         (None, "", "", B1, False), (5, "...", "...", "...", False)]
 
 
 def test_parse_truncated_last_scene_only_when_stopped_by_length():
     cut = f"Situation_1: {S1}\nActionA_1: {A1}\nActionB_1: {B1}\nSituation_2: {S2}\nActionA_2: Pers"
-    assert [s.truncated for s in syn.parse_scenes(cut, stopped_by_length=True)] == [False, True]
-    assert [s.truncated for s in syn.parse_scenes(cut)] == [False, False]
+    assert [s.truncated for s in scenes.parse_scenes(cut, stopped_by_length=True)] == [False, True]
+    assert [s.truncated for s in scenes.parse_scenes(cut)] == [False, False]
     # the token limit hit inside the last field: the text may be cut mid-sentence
     mid = f"Situation_1: {S1}\nActionA_1: {A1}\nActionB_1: PersonX attends the conference"
-    assert [s.truncated for s in syn.parse_scenes(mid, stopped_by_length=True)] == [True]
+    assert [s.truncated for s in scenes.parse_scenes(mid, stopped_by_length=True)] == [True]
     # complete last scene followed by a newline, or by a closed epilogue: not truncated
     done = f"Situation_1: {S1}\nActionA_1: {A1}\nActionB_1: {B1}\n"
-    assert [s.truncated for s in syn.parse_scenes(done, stopped_by_length=True)] == [False]
+    assert [s.truncated for s in scenes.parse_scenes(done, stopped_by_length=True)] == [False]
     tail = done + "\nI hope these situations hel"
-    assert [s.truncated for s in syn.parse_scenes(tail, stopped_by_length=True)] == [False]
+    assert [s.truncated for s in scenes.parse_scenes(tail, stopped_by_length=True)] == [False]
 
 
 def test_parse_nothing():
-    assert syn.parse_scenes("") == []
-    assert syn.parse_scenes("I cannot help with that.\nThe situation: unclear.") == []
+    assert scenes.parse_scenes("") == []
+    assert scenes.parse_scenes("I cannot help with that.\nThe situation: unclear.") == []
 
 
 # ------------------------------------------------------------------------------ selection
@@ -150,34 +152,34 @@ def words(n: int, stem: str = "w") -> str:
 
 
 def test_word_limits_are_inclusive():
-    st = syn.SelectionSettings(max_situation_words=25, max_action_words=20)
-    ok = syn.ParsedScene(1, words(25), words(20, "a"), words(20, "b"))
-    assert syn.scene_status(ok, [], st) == syn.KEPT
-    long_s = syn.ParsedScene(1, words(26), words(20, "a"), words(20, "b"))
-    assert syn.scene_status(long_s, [], st) == syn.SITUATION_TOO_LONG
-    long_b = syn.ParsedScene(1, words(25), words(20, "a"), words(21, "b"))
-    assert syn.scene_status(long_b, [], st) == syn.ACTION_TOO_LONG
+    st = scenes.SelectionSettings(max_situation_words=25, max_action_words=20)
+    ok = scenes.ParsedScene(1, words(25), words(20, "a"), words(20, "b"))
+    assert scenes.scene_status(ok, [], st) == scenes.KEPT
+    long_s = scenes.ParsedScene(1, words(26), words(20, "a"), words(20, "b"))
+    assert scenes.scene_status(long_s, [], st) == scenes.SITUATION_TOO_LONG
+    long_b = scenes.ParsedScene(1, words(25), words(20, "a"), words(21, "b"))
+    assert scenes.scene_status(long_b, [], st) == scenes.ACTION_TOO_LONG
 
 
 def test_similarity_values_and_released_scenes_stay_below_threshold(data_dir):
     a = "PersonX's sibling asks for a significant loan to start a business."
     b = "A sibling asks PersonX for a significant loan to start their business."
     # content words: {sibling, asks, significant, loan, start, business} both ways
-    assert syn.similarity(a, b) == 1.0
-    assert syn.similarity(S1, S2) == 0.0
-    assert syn.similarity("", "") == 1.0
+    assert scenes.similarity(a, b) == 1.0
+    assert scenes.similarity(S1, S2) == 0.0
+    assert scenes.similarity("", "") == 1.0
     # no two released scenes of one question are merged at the default threshold
     by_value = collections.defaultdict(list)
     for r in released_rows(data_dir):
         by_value[r["Value"]].append(r["Situation"])
-    worst = max(syn.similarity(x, y) for ss in by_value.values()
+    worst = max(scenes.similarity(x, y) for ss in by_value.values()
                 for x, y in itertools.combinations(ss, 2))
-    assert 0.3 < worst < syn.SelectionSettings().dedup_threshold
+    assert 0.3 < worst < scenes.SelectionSettings().dedup_threshold
 
 
 def test_select_scenes_reasons_order_and_counts(data_dir):
-    st = syn.SelectionSettings(scenes_per_question=2)
-    example = syn.EXAMPLE_SCENES[0]
+    st = scenes.SelectionSettings(scenes_per_question=2)
+    example = prompt.EXAMPLE_SCENES[0]
     reply1 = (f"Situation_1: {S1}\nActionA_1: {A1}\nActionB_1: {B1}\n"
               f"Situation_2: {example.situation}\nActionA_2: {A2}\nActionB_2: {B2}\n"
               f"Situation_3: {words(30)}\nActionA_3: {A2}\nActionB_3: {B2}\n"
@@ -187,13 +189,13 @@ def test_select_scenes_reasons_order_and_counts(data_dir):
     reply2 = (f"Situation_1: {S1.replace('receives', 'gets')}\nActionA_1: {A1}\nActionB_1: {B1}\n"
               f"Situation_2: PersonX finds a wallet full of cash on an empty street.\n"
               f"ActionA_2: {A2}\nActionB_2: {B2}\nSituation_3: {S2}")
-    out = syn.select_scenes([syn.Sample(reply1, "length"), syn.Sample(reply2, "eos")], st)
+    out = scenes.select_scenes([scenes.Sample(reply1, "length"), scenes.Sample(reply2, "eos")], st)
     got = [(r["sample"], r["index"], r["status"]) for r in out]
     assert got == [(0, 0, "kept"), (0, 1, "copies_example"), (0, 2, "situation_too_long"),
                    (0, 3, "same_actions"), (0, 4, "kept"), (0, 5, "truncated"),
                    (1, 0, "near_duplicate"), (1, 1, "over_limit"), (1, 2, "missing_field")]
     chunk = syn.generation_chunk(
-        load_question_bank(data_dir)[0], "prompt", [syn.Sample(reply1, "length"), syn.Sample(reply2)], st)
+        load_question_bank(data_dir)[0], "prompt", [scenes.Sample(reply1, "length"), scenes.Sample(reply2)], st)
     assert chunk["parsed"] == 9 and chunk["kept"] == 2
     assert chunk["kept"] + sum(chunk["dropped"].values()) == chunk["parsed"]
     assert [r["Situation"] for r in syn.scene_rows(chunk)] == [S1, S2]
@@ -202,12 +204,12 @@ def test_select_scenes_reasons_order_and_counts(data_dir):
 # ------------------------------------------------------------------------------ verification
 
 def test_verification_prompt_is_the_paper_file_and_the_sample_layout(data_dir):
-    instruction = syn.verification_instruction(data_dir)
+    instruction = verify.verification_instruction(data_dir)
     raw = (data_dir / "paper_repo/action_agreement/verification.txt").read_text()
     assert instruction == raw.rstrip("\n")
     assert instruction.startswith("Your job is to verify the correctness of samples")
     row = released_rows(data_dir)[0]
-    msgs = syn.verification_messages(instruction, row["Value"], row["Situation"], row["ActionA"],
+    msgs = verify.verification_messages(instruction, row["Value"], row["Situation"], row["ActionA"],
                                      row["ActionB"])
     assert msgs[0] == {"role": "system", "content": instruction}
     assert msgs[1]["content"] == (
@@ -215,7 +217,7 @@ def test_verification_prompt_is_the_paper_file_and_the_sample_layout(data_dir):
         "Very important Person B: Not at all important\nSituation: " + row["Situation"] +
         "\nActionA: " + row["ActionA"] + "\nActionB: " + row["ActionB"])
     with pytest.raises(InputError, match="Person A"):
-        syn.verification_messages(instruction, "no persons here", "s", "a", "b")
+        verify.verification_messages(instruction, "no persons here", "s", "a", "b")
 
 
 @pytest.mark.parametrize("reply,expected", [
@@ -230,7 +232,7 @@ def test_verification_prompt_is_the_paper_file_and_the_sample_layout(data_dir):
     ('{"Q1": "Yes", "Q1": "No", "Q2": "Yes", "Q3": "Yes", "Q4": "Yes"}', "unparseable_verdict"),
 ])
 def test_verdict_statuses(reply, expected):
-    assert syn.status_counts([reply]) == {expected: 1}
+    assert verify.status_counts([reply]) == {expected: 1}
 
 
 def test_verdict_parser_agrees_with_a_hand_count_on_the_released_file(data_dir):
@@ -241,7 +243,7 @@ def test_verdict_parser_agrees_with_a_hand_count_on_the_released_file(data_dir):
         flat = re.sub(r"[\s\"'{},]", "", r["Verification"]).lower()
         assert re.fullmatch(r"(q[1-4]:(yes|no)){4}", flat), r["Verification"]
         hand += all(f"q{i}:yes" in flat for i in range(1, 5))
-    counts = syn.status_counts(r["Verification"] for r in rows)
+    counts = verify.status_counts(r["Verification"] for r in rows)
     assert hand == 2186 and counts == {"kept": 2186, "not_all_yes": 564}
     assert all(set(parse_verdict(r["Verification"])) == {"Q1", "Q2", "Q3", "Q4"} for r in rows)
 
@@ -358,7 +360,7 @@ def test_pipeline_counts_outputs_and_resume(tmp_path, data_dir):
                           log=lambda _: None)
     assert [k for c in model.calls for k in c[0]] == ["synthesis|Q4"]
     # other generation settings in the same workdir are refused
-    with pytest.raises(InputError, match="generation chunks were made with other"):
+    with pytest.raises(InputError, match=r"holds chunks made with other settings \(generation"):
         syn.run_synthesis(synth_config("--config.generation.temperature=1.0"), work,
                           get_model=get_model, log=lambda _: None)
 
@@ -401,7 +403,7 @@ def test_verify_cli_resumable_and_released_format(tmp_path, data_dir, monkeypatc
     replies = iter([GOOD, MIXED, DOUBLED])
     model = ScriptedModel(lambda key: next(replies))
     monkeypatch.setattr(checkpoints, "load_model", lambda name, dtype: name)
-    monkeypatch.setattr(syn, "ChatModel", lambda loaded: model)
+    monkeypatch.setattr(verify, "ChatModel", lambda loaded: model)
     rows = released_rows(data_dir)[:3]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_rows(src, rows)
@@ -409,10 +411,10 @@ def test_verify_cli_resumable_and_released_format(tmp_path, data_dir, monkeypatc
     args = ["verify", "--model", "judge", "--in", str(src), "--out", str(out),
             "--chunk-size", "2", "--data-dir", str(data_dir)]
     parts = tmp_path / "out.jsonl.parts"
-    syn.write_json_atomic({"in_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
-                           "rows": 3, "model": "judge", "dtype": "float32", "max_new_tokens": 48,
-                           "chunk_size": 2}, parts / "manifest.json")
-    syn.write_json_atomic([GOOD, MIXED], parts / "chunk-000000.json")
+    io.write_json(parts / "manifest.json",
+                  {"in_sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "rows": 3,
+                   "model": "judge", "dtype": "float32", "max_new_tokens": 48, "chunk_size": 2})
+    io.write_json(parts / "chunk-000000.json", [GOOD, MIXED])
     assert main(args) == 0
     assert [k for c in model.calls for k in c[0]] == ["verify|2"]
     got = [json.loads(x) for x in out.read_text().splitlines()]
@@ -466,7 +468,7 @@ def test_end_to_end_on_smollm2(tmp_path, data_dir, monkeypatch, capsys):
     assert g["questions"] == 2 and g["questions_run"] == 2 and g["samples"] == 2
     assert sum(g["finish_reasons"].values()) == 2
     assert g["kept"] + sum(g["dropped"].values()) == g["scenes_parsed"]
-    assert set(g["dropped"]) <= set(syn.DROP_REASONS)
+    assert set(g["dropped"]) <= set(scenes.DROP_REASONS)
     assert sum(q["parsed"] for q in report["per_question"].values()) == g["scenes_parsed"]
     for qid in ("Q1", "Q2"):
         chunk = json.loads((work / "generate" / f"{qid}.json").read_text())

@@ -1,14 +1,25 @@
-"""The one writer of every output file (results, shards, manifests, reports, figures, caches).
+"""The one writer of every output file (results, shards, manifests, reports, figures, caches),
+and the one path abstraction (``etils.epath``) for places that may be a bucket.
 
-A file appears whole or not at all: the bytes go to a temporary file in the same directory, which
-is flushed, fsync'ed and renamed over the target, and the directory is fsync'ed so the rename
-survives a power cut. The file gets the mode the user's umask gives a new file (0644 under umask
-022), not the 0600 of ``mkstemp``: results are shared by the people who share the disk.
+A file appears whole or not at all. On a local filesystem the bytes go to a temporary file in the
+same directory, which is flushed, fsync'ed and renamed over the target, and the directory is
+fsync'ed so the rename survives a power cut; the file gets the mode the user's umask gives a new
+file (0644 under umask 022), not the 0600 of ``mkstemp``: results are shared by the people who
+share the disk. On object storage (a path with a scheme: ``gs://``, ``s3://``, ...) there is no
+rename (gcsfs/s3fs emulate it by copy + delete, which is not atomic); instead the bytes are built
+in memory and the final object is written once, which an object store makes visible whole or not
+at all.
+
+Fault injection for the durability tests (``$VALUEPROBE_FAULT``): ``before_rename`` exits hard
+after the bytes are complete and before they become visible at the target (local: between the
+temp file and the rename; remote: before the single object write); the chunk store adds
+``after_chunk:K`` and ``sigterm_at_chunk:K`` (see ``experiments/store.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io as _stdio
 import json
 import os
 import pathlib
@@ -17,10 +28,22 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 PathLike = str | os.PathLike
 
-# Fault injection for the durability tests: VALUEPROBE_FAULT=before_rename makes the process exit
-# hard after a temp file is complete and before it is renamed into place.
 FAULT_ENV = "VALUEPROBE_FAULT"
 FAULT_EXIT_CODE = 86
+
+
+def is_remote(path: PathLike) -> bool:
+    """Whether a path names object storage (``scheme://...``; ``file://`` is local)."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def as_path(path: PathLike) -> Any:
+    """An ``etils.epath.Path`` (local or remote; the same pathlib-like API for both)."""
+    from etils import epath  # noqa: PLC0415 (only needed where a path may be remote)
+
+    text = os.fspath(path)
+    return epath.Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
 def cache_root() -> pathlib.Path:
@@ -28,6 +51,17 @@ def cache_root() -> pathlib.Path:
     ``$VALUEPROBE_CACHE`` (default ``~/.cache/valueprobe_jax``)."""
     base = os.environ.get("VALUEPROBE_CACHE")
     return pathlib.Path(base) if base else pathlib.Path.home() / ".cache" / "valueprobe_jax"
+
+
+def find_files(root: Any, suffix: str) -> list[Any]:
+    """Files under ``root`` (any depth) whose names end with ``suffix``, sorted, dot files left
+    out; for a local ``pathlib.Path`` as pathlib paths, else through ``epath.Path.walk``."""
+    if isinstance(root, pathlib.Path):
+        found = root.rglob(f"*{suffix}")
+    else:
+        found = (top / name for top, _dirs, names in as_path(root).walk()
+                 for name in names if name.endswith(suffix))
+    return sorted((p for p in found if not p.name.startswith(".")), key=str)
 
 
 def _umask() -> int:
@@ -61,8 +95,12 @@ def _fsync_dir(directory: pathlib.Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> pathlib.Path:
-    """Call ``write(f)`` on a binary file object, then put the result at ``path`` atomically."""
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> Any:
+    """Call ``write(f)`` on a binary file object, then put the result at ``path`` atomically.
+
+    Returns a ``pathlib.Path`` for a local target, an ``epath.Path`` for a remote one."""
+    if is_remote(path):
+        return _write_object(as_path(path), write)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,6 +116,16 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> pathlib.P
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_dir(path.parent)
+    return path
+
+
+def _write_object(path: Any, write: Callable[[IO[bytes]], Any]) -> Any:
+    """Object storage: build the bytes in memory, then write the final object once."""
+    buf = _stdio.BytesIO()
+    write(buf)
+    fault_point("before_rename")
+    path.parent.mkdir(parents=True, exist_ok=True)  # a no-op on buckets, needed by fakes
+    path.write_bytes(buf.getvalue())
     return path
 
 
@@ -98,16 +146,17 @@ def write_jsonl(path: PathLike, rows: Iterable[dict[str, Any]]) -> pathlib.Path:
     return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def write_parquet(path: PathLike, table: Any) -> pathlib.Path:
-    """A ``pyarrow.Table`` as one Parquet file."""
+def write_parquet(path: PathLike, table: Any) -> Any:
+    """A ``pyarrow.Table`` as one Parquet file, with page checksums so that flipped bytes are
+    caught when the file is read back (``results.read_table_file``)."""
     import pyarrow.parquet as pq
 
-    return atomic_write(path, lambda f: pq.write_table(table, f))
+    return atomic_write(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
 
 
 def save_figure(fig: Any, path: PathLike, **savefig_kw: Any) -> pathlib.Path:
     """A matplotlib figure, in the format named by the path's suffix."""
-    fmt = pathlib.Path(path).suffix.lstrip(".") or "png"
+    fmt = pathlib.PurePosixPath(os.fspath(path)).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kw))
 
 

@@ -1,13 +1,16 @@
 """`valueprobe merge WORKDIR`: join the Parquet shards every host wrote into one results file.
 
     valueprobe merge runs/robustness            # -> runs/robustness/results.parquet
+    valueprobe merge gs://bucket/rob            # -> gs://bucket/rob/results.parquet
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
+import os
+from typing import Any
 
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.experiments.merge import merge_shards
 
@@ -22,22 +25,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def shard_files(workdir: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
+def shard_files(workdir: Any, out: Any) -> list[Any]:
     """WORKDIR/shards/*.parquet when that folder exists, else every finished *.parquet below
     WORKDIR; temporary (dot) files and the output itself are left out."""
     root = workdir / "shards" if (workdir / "shards").is_dir() else workdir
-    return sorted(p for p in root.rglob("*.parquet")
-                  if not p.name.startswith(".") and p.resolve() != out.resolve())
+    return [p for p in io.find_files(root, ".parquet") if os.fspath(p) != os.fspath(out)]
 
 
 def run(args: argparse.Namespace) -> int:
-    workdir = pathlib.Path(args.workdir)
+    workdir = io.as_path(os.path.abspath(args.workdir) if not io.is_remote(args.workdir)
+                         else args.workdir)
     if not workdir.is_dir():
-        raise InputError(f"{workdir}: work directory not found")
-    out = pathlib.Path(args.out) if args.out else workdir / "results.parquet"
+        raise InputError(f"{args.workdir}: work directory not found")
+    out = (io.as_path(os.path.abspath(args.out) if not io.is_remote(args.out) else args.out)
+           if args.out else workdir / "results.parquet")
     files = shard_files(workdir, out)
     if not files:
-        raise InputError(f"{workdir}: no Parquet shards found")
+        raise InputError(f"{args.workdir}: no Parquet shards found")
     summary = merge_shards(files, out, key=[k.strip() for k in args.key.split(",") if k.strip()])
     print(f"merged {summary} -> {out}")
     return 0

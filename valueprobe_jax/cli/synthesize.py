@@ -5,12 +5,14 @@ paper's Q1-Q4 verification prompt. Resumable: rerun the same command to finish a
   valueprobe synthesize --config configs/synthesis.py:MODEL --workdir DIR [--config.max_questions=N]
 
 Writes DIR/scenarios.jsonl (released format), DIR/scenes.jsonl (kept scenes before the judge)
-and DIR/report.json (counts of what was kept and dropped, and why)."""
+and DIR/report.json (counts of what was kept and dropped, and why). DIR may be gs://BUCKET/PATH.
+On SIGTERM the batch in hand is finished and written, a resume hint is printed and the exit code
+is 143; a second run on the same DIR is refused while the first holds its lock."""
 
 from __future__ import annotations
 
 import argparse
-import pathlib
+import sys
 
 from valueprobe_jax.experiments.config_loading import load_config
 
@@ -26,13 +28,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from valueprobe_jax.experiments import store  # noqa: PLC0415
     from valueprobe_jax.synthesis.pipeline import report_lines, run_synthesis  # noqa: PLC0415
 
     config = load_config(args.config, getattr(args, "config_overrides", ()))
-    workdir = pathlib.Path(args.workdir)
-    report = run_synthesis(config, workdir, log=(lambda _: None) if args.quiet else print)
+    try:
+        report = run_synthesis(config, args.workdir,
+                               log=(lambda _: None) if args.quiet else print)
+    except store.Stopped as e:
+        print(e.hint("valueprobe synthesize"), file=sys.stderr)
+        return store.STOPPED_EXIT_CODE
     for line in report_lines(report):
         print(line)
-    out = workdir / ("scenarios.jsonl" if "verification" in report else "scenes.jsonl")
-    print(f"-> {out} (report: {workdir / 'report.json'})")
+    out = "scenarios.jsonl" if "verification" in report else "scenes.jsonl"
+    workdir = args.workdir.rstrip("/")
+    print(f"-> {workdir}/{out} (report: {workdir}/report.json)")
     return 0

@@ -3,21 +3,22 @@
 Hosts of a pod write their own shards; a re-run with a different host count can write the same
 item twice. The merge keeps the first row of each key in sorted-path order, counts duplicates
 (and duplicates whose contents differ, which would mean a nondeterministic engine), sorts rows by
-key, and writes the output atomically.
+key, and writes the output through ``io`` (whole or not at all). Shards and output may be local or
+on object storage (gs://...). A shard that cannot be read stops the merge with its name: resume
+the sweep (same --workdir) to recompute it, rather than merge a result with rows missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.experiments.results import write_table_atomic
+from valueprobe_jax.experiments.results import read_table_file, write_table_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +63,16 @@ def merge_tables(tables: Sequence[pa.Table], key: Sequence[str] = ("key",)) -> t
 def merge_shards(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *,
                  key: Sequence[str] = ("key",)) -> MergeSummary:
     """Merge Parquet shards into ``out_path``, deduplicated by ``key`` (first in sorted path order)."""
-    paths = sorted({pathlib.Path(p) for p in paths}, key=str)
+    paths = sorted({io.as_path(p) for p in paths}, key=str)
+    tables = []
     for p in paths:
         if not p.is_file():
             raise InputError(f"{p}: shard file not found")
-    tables = [pq.read_table(p) for p in paths]
+        try:
+            tables.append(read_table_file(p))
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(f"{p}: unreadable shard ({type(e).__name__}); rerun the sweep with "
+                             "the same --workdir to recompute it, then merge again") from None
     table, dups, conflicts = merge_tables(tables, key)
     write_table_atomic(table, out_path)
     return MergeSummary(len(paths), sum(t.num_rows for t in tables), table.num_rows, dups, conflicts)

@@ -3,18 +3,20 @@
 One row per (model, experiment, style, variant, country, qid) for value probes, and one per
 (model, qid, scenario, action, rating template) for action ratings; both share one schema so a
 results directory reads as one table. Rows keep the raw numbers (label logits, option
-log-likelihoods, generations) so every metric can be recomputed later. Writes are atomic
-(temporary file in the same directory, then rename), so a killed sweep never leaves half a shard.
+log-likelihoods, generations) so every metric can be recomputed later. Writes go through
+``io`` (whole or not at all, locally or on a bucket); reads verify each file and skip one that is
+unreadable or corrupt with a warning (the sweep that made it recomputes it on resume).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
@@ -75,21 +77,51 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> None:
     io.write_parquet(path, table)
 
 
-def parquet_files(results_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Every finished Parquet file under a results dir (temporary files excluded)."""
-    root = pathlib.Path(results_dir)
+def parquet_files(results_dir: str | os.PathLike) -> list[Any]:
+    """Every finished Parquet file under a results dir (temporary files excluded); local paths
+    as ``pathlib.Path``, remote ones (``gs://...``) as ``epath.Path``."""
+    root: Any = io.as_path(results_dir) if io.is_remote(results_dir) else pathlib.Path(results_dir)
     if root.is_file():
         return [root]
-    files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+    files = io.find_files(root, ".parquet")
     # a sweep dir holds shards/ and, after `valueprobe merge`, the same rows in results.parquet
-    merged = {p.parent.parent / "results.parquet" for p in files if p.parent.name == "shards"}
-    return [p for p in files if p not in merged]
+    merged = {str(p.parent.parent / "results.parquet") for p in files if p.parent.name == "shards"}
+    return [p for p in files if str(p) not in merged]
+
+
+def read_table_file(path: Any, columns: Iterable[str] | None = None) -> pa.Table:
+    """One Parquet file (local or remote) with page checksums verified; raises on a torn or
+    corrupt file (pyarrow.ArrowException or OSError)."""
+    cols = list(columns) if columns is not None else None
+    if io.is_remote(path):
+        with io.as_path(path).open("rb") as f:
+            return pq.read_table(pa.BufferReader(f.read()), columns=cols,
+                                 page_checksum_verification=True)
+    return pq.read_table(os.fspath(path), columns=cols, page_checksum_verification=True)
+
+
+def _conform(table: pa.Table, columns: list[str] | None) -> pa.Table:
+    """A file's table in the result schema (missing columns null), restricted to ``columns``."""
+    names = columns if columns is not None else SCHEMA.names
+    arrays = [table.column(n).cast(SCHEMA.field(n).type) if n in table.column_names
+              else pa.nulls(table.num_rows, SCHEMA.field(n).type) for n in names]
+    return pa.Table.from_arrays(arrays, schema=pa.schema([SCHEMA.field(n) for n in names]))
 
 
 def read_results(results_dir: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:
-    """Read all result shards of a directory (or one file) as one table."""
+    """Read all result shards of a directory (or one file) as one table; a file that cannot be
+    read is skipped with a warning (never trusted, never fatal)."""
     files = parquet_files(results_dir)
     if not files:
         raise InputError(f"{results_dir}: no result Parquet files found")
-    ds = pads.dataset([str(f) for f in files], format="parquet", schema=SCHEMA)
-    return ds.to_table(columns=list(columns) if columns is not None else None)
+    cols = list(columns) if columns is not None else None
+    tables = []
+    for f in files:
+        try:
+            tables.append(_conform(read_table_file(f), cols))
+        except (pa.ArrowException, OSError) as e:
+            warnings.warn(f"{f}: unreadable result file skipped ({type(e).__name__}: "
+                          f"{str(e)[:120]}); resume its sweep to recompute it", stacklevel=2)
+    if not tables:
+        raise InputError(f"{results_dir}: no readable result Parquet files")
+    return pa.concat_tables(tables)

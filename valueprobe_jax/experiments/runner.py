@@ -2,14 +2,14 @@
 
 Robustness and demographic sweeps are value probes over styles x variants x countries; the
 action-agreement sweep adds action ratings of the released (or synthesised) scenarios. Items of
-both kinds go through the same chunked, resumable runner (``sweep.run_chunks``).
+both kinds go through the same chunked, resumable runner (``sweep.run_chunks`` on the durable
+store: the workdir lock is taken before the model loads, so a second runner fails at once).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from typing import Any
 
 import ml_collections
@@ -93,14 +93,15 @@ def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     split = work_split(mesh) if mesh is not None else WorkSplit(0, 1, True, False)
     kw = dict(process_index=split.index, process_count=split.count, writer=split.writer,
               lockstep=split.lockstep, progress=progress)
-    if split.writer:
-        sweep.check_manifest(pathlib.Path(workdir), config, len(plan.items))  # fail before loading
-    todo = sweep.pending_chunks(pathlib.Path(workdir), config, plan.items, split.index, split.count)
-    if not todo and not split.lockstep:
-        return sweep.run_chunks(workdir, config, plan.items, _nothing, **kw)
-    model = load_model(config.model.name, dtype=config.model.dtype)
-    engine = ProbeEngine(model, settings, mesh=mesh)
-    return sweep.run_chunks(workdir, config, plan.items, chunk_processor(engine, plan, config), **kw)
+    with sweep.open_workdir(workdir, process_index=split.index, writer=split.writer) as wd:
+        if split.writer:
+            sweep.check_manifest(wd, config, len(plan.items))  # fail before loading
+        todo = sweep.pending_chunks(wd, config, plan.items, split.index, split.count)
+        if not todo and not split.lockstep:
+            return sweep.run_chunks(wd, config, plan.items, _nothing, **kw)
+        model = load_model(config.model.name, dtype=config.model.dtype)
+        engine = ProbeEngine(model, settings, mesh=mesh)
+        return sweep.run_chunks(wd, config, plan.items, chunk_processor(engine, plan, config), **kw)
 
 
 def _nothing(chunk: list[sweep.WorkItem]) -> list[dict[str, Any]]:

@@ -1,17 +1,21 @@
 """Resumable sweeps: a config expands into work items with stable keys, fixed chunks of items are
-pushed through the engine, and each chunk is written as one Parquet shard atomically.
+pushed through the engine, and each chunk is one Parquet shard in the durable store
+(``experiments/store.py``: manifest bound to the config, shards verified on resume, workdir lock,
+SIGTERM ends after the chunk in hand).
 
 Resumption is exact: chunks are cut from the full, deterministic item list (not from what is
 left), so a restarted sweep runs the remaining chunks with the same composition as an
 uninterrupted one and produces identical rows. A shard either exists whole or not at all, so a
-kill at any moment loses at most the chunk in flight. On a multi-host pod each host takes chunks
-``i % process_count == process_index`` and writes its own shards into the same directory layout.
+kill at any moment loses at most the chunk in flight; a shard that is there but torn or corrupt
+(a bad copy, flipped bytes) fails its check and is computed again. On a multi-host pod each host
+takes chunks ``i % process_count == process_index`` and writes its own shards into the same
+directory layout (a local path or ``gs://...``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import pathlib
 import time
@@ -20,8 +24,7 @@ from typing import Any, Callable, Sequence
 import ml_collections
 from tqdm import tqdm
 
-from valueprobe_jax import io
-from valueprobe_jax.experiments import results
+from valueprobe_jax.experiments import results, store
 from valueprobe_jax.probing.engine import probe_key
 from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.errors import InputError
@@ -82,23 +85,37 @@ def chunk_items(items: Sequence[WorkItem], size: int) -> list[list[WorkItem]]:
     return [list(items[i: i + size]) for i in range(0, len(items), size)]
 
 
+SHARDS = "shards"
+
+
+def shard_name(index: int) -> str:
+    return f"chunk-{index:06d}"
+
+
 def shard_path(workdir: pathlib.Path, index: int) -> pathlib.Path:
-    return workdir / "shards" / f"chunk-{index:06d}.parquet"
+    return workdir / SHARDS / f"{shard_name(index)}.parquet"
 
 
-def check_manifest(workdir: pathlib.Path, config: ml_collections.ConfigDict, n_items: int) -> None:
+def manifest_record(config: ml_collections.ConfigDict, n_items: int) -> dict[str, Any]:
+    return {"config": config.get("config_spec", ""),
+            "fingerprint": config_fingerprint(config, FINGERPRINT_FIELDS), "items": n_items,
+            "chunk_size": config.run.chunk_size}
+
+
+def check_manifest(workdir: str | os.PathLike | store.Workdir, config: ml_collections.ConfigDict,
+                   n_items: int) -> None:
     """Bind a workdir to the config that defines its items; refuse to mix two sweeps."""
-    fp = config_fingerprint(config, FINGERPRINT_FIELDS)
-    manifest = {"config": config.get("config_spec", ""), "fingerprint": fp, "items": n_items,
-                "chunk_size": config.run.chunk_size}
-    path = workdir / "manifest.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("fingerprint") != fp:
-            raise InputError(f"--workdir {workdir}: holds a sweep of a different config "
-                             f"({old.get('config')!r}, items={old.get('items')}); use a new --workdir")
-        return
-    io.write_text(path, json.dumps(manifest, indent=2))
+    wd = workdir if isinstance(workdir, store.Workdir) else store.Workdir(workdir, lock_index=None)
+    wd.bind(manifest_record(config, n_items), ("fingerprint",),
+            hints={"fingerprint": "use a new --workdir"})
+
+
+def open_workdir(workdir: str | os.PathLike | store.Workdir, *, process_index: int = 0,
+                 writer: bool = True) -> store.Workdir:
+    """A store on ``workdir`` that locks this host's share (lockstep followers take no lock)."""
+    if isinstance(workdir, store.Workdir):
+        return workdir
+    return store.Workdir(workdir, lock_index=process_index if writer else None)
 
 
 @dataclasses.dataclass
@@ -111,47 +128,82 @@ class SweepStats:
     seconds: float
 
 
-def pending_chunks(workdir: pathlib.Path, config: ml_collections.ConfigDict, items: Sequence[WorkItem],
-                   process_index: int = 0, process_count: int = 1) -> list[int]:
-    """Indices of this host's chunks that have no shard yet."""
-    n = len(chunk_items(items, config.run.chunk_size))
-    return [i for i in range(n) if i % process_count == process_index
-            and not shard_path(workdir, i).exists()]
+def _shard_check(chunk: Sequence[WorkItem]) -> Callable[[Any], str | None]:
+    """A shard is right when it holds exactly one row for each item of its chunk."""
+    want = sorted(it.key for it in chunk)
+
+    def check(table: Any) -> str | None:
+        if "key" not in table.column_names:
+            return "has no key column"
+        got = sorted(table.column("key").to_pylist())
+        if got != want:
+            return f"holds {len(got)} rows whose keys are not the chunk's {len(want)} items"
+        return None
+
+    return check
 
 
-def run_chunks(workdir: str | os.PathLike, config: ml_collections.ConfigDict, items: Sequence[WorkItem],
+def pending_chunks(workdir: str | os.PathLike | store.Workdir, config: ml_collections.ConfigDict,
+                   items: Sequence[WorkItem], process_index: int = 0,
+                   process_count: int = 1) -> list[int]:
+    """Indices of this host's chunks that have no shard yet, or a shard that fails its check."""
+    chunks = chunk_items(items, config.run.chunk_size)
+    shards = open_workdir(workdir, writer=False).chunks(SHARDS, store.PARQUET)
+    return [i for i in range(len(chunks)) if i % process_count == process_index
+            and shards.load(shard_name(i), _shard_check(chunks[i])) is None]
+
+
+def run_chunks(workdir: str | os.PathLike | store.Workdir, config: ml_collections.ConfigDict,
+               items: Sequence[WorkItem],
                process_chunk: Callable[[list[WorkItem]], list[dict[str, Any]]], *,
                process_index: int = 0, process_count: int = 1, writer: bool = True,
                lockstep: bool = False, progress: bool = True) -> SweepStats:
-    """Run every chunk of this host that has no shard yet; write each shard atomically.
+    """Run every chunk of this host that has no (valid) shard yet; write each shard once.
 
     ``lockstep``: the mesh spans several hosts, which must all run the same chunks in the same
-    order; process 0's view of which shards exist is broadcast, and only the ``writer`` writes.
+    order; process 0's view of which shards exist (and of SIGTERM) is broadcast, and only the
+    ``writer`` writes. Raises ``store.Stopped`` after the chunk in hand when SIGTERM arrived.
     """
-    workdir = pathlib.Path(workdir)
+    wd = open_workdir(workdir, process_index=process_index, writer=writer)
+    entered = contextlib.nullcontext(wd) if isinstance(workdir, store.Workdir) else wd
+    with entered:
+        return _run_chunks(wd, config, items, process_chunk, process_index, process_count,
+                           writer, lockstep, progress)
+
+
+def _run_chunks(wd: store.Workdir, config: ml_collections.ConfigDict, items: Sequence[WorkItem],
+                process_chunk: Callable[[list[WorkItem]], list[dict[str, Any]]],
+                process_index: int, process_count: int, writer: bool, lockstep: bool,
+                progress: bool) -> SweepStats:
     chunks = chunk_items(items, config.run.chunk_size)
     if writer:
-        check_manifest(workdir, config, len(items))
+        check_manifest(wd, config, len(items))
     mine = [i for i in range(len(chunks)) if i % process_count == process_index]
-    todo = pending_chunks(workdir, config, items, process_index, process_count)
+    todo = pending_chunks(wd, config, items, process_index, process_count)
+    agree = None
     if lockstep:
         from valueprobe_jax.parallel.multihost import agree  # noqa: PLC0415
 
         pending = set(todo)
         todo = [i for i, t in zip(mine, agree([i in pending for i in mine])) if t]
+    shards = wd.chunks(SHARDS, store.PARQUET)
     t0 = time.time()
     n_items = sum(len(chunks[i]) for i in todo)
     bar = tqdm(total=n_items, unit="item", desc=f"{config.experiment} host {process_index}",
                disable=not progress, smoothing=0.1)
     done = 0
-    for i in todo:
+    for n, i in enumerate(todo):
+        # lockstep hosts follow process 0's SIGTERM, so they all stop before the same chunk
+        asked = agree([wd.stop_requested])[0] if agree is not None else None
+        wd.stop_if_asked(left=len(todo) - n, asked=asked)
+        wd.start_chunk()
         rows = process_chunk(chunks[i])
         got = sorted(r["key"] for r in rows)
         want = sorted(it.key for it in chunks[i])
         if got != want:
             raise RuntimeError(f"chunk {i}: engine returned rows for {len(got)} of {len(want)} items")
         if writer:
-            results.write_rows_atomic(rows, shard_path(workdir, i))
+            shards.save(shard_name(i), results.to_table(rows))
         done += len(rows)
         bar.update(len(rows))
     bar.close()

@@ -21,6 +21,7 @@ setup(
         "safetensors>=0.4",  # HF checkpoints without PyTorch
         "gguf>=0.17",  # the packaged SmolLM2 weights
         "orbax-checkpoint>=0.11",
+        "etils[epath]>=1.5",  # io.py: one path API for local disks and buckets (gs://)
         "ml-collections>=1.0",
         "tensorflow-datasets>=4.9.8",  # data builders (array_record, no TensorFlow)
         "array_record>=0.7",

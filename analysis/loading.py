@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 
 from valueprobe_jax.probing import representations
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.analysis.metrics import METHODS
 from valueprobe_jax.experiments.results import parquet_files
+from valueprobe_jax.vocabulary import METHODS, STYLES, VARIANTS
 
-METHOD_COLUMN = {"token": "p_token", "seq": "p_seq", "text": "p_text"}
+METHOD_COLUMN = {m: f"p_{m}" for m in METHODS}
 BASE_COLUMNS = ("model", "experiment", "qid")
 PROBE_COLUMNS = ("style", "variant", "country", "p_token", "p_seq", "p_text", "parsed")
 ACTION_COLUMNS = ("action", "rating_text", "rating_expected")
@@ -41,8 +41,6 @@ OPTIONAL_COLUMNS = ("display_order", "token_logits", "token_logits_space", "opti
                     "option_ntokens", "scenario_id", "template", "seed")
 ACTION_EXPERIMENT = "action_agreement"
 NO_COUNTRY_PRIORITY = ("robustness", "probe", "demographic")
-STYLE_ORDER = ("default", "prefixed", "one_shot")
-VARIANT_ORDER = ("baseline", "reverse", "num", "lower", "shuffle")
 RATING_KINDS = ("text", "expected")
 
 
@@ -156,10 +154,10 @@ class LoadedResults:
         return [(r.qid, r.action, r.rating.get(kind)) for r in self.ratings if r.model == model]
 
     def styles(self) -> list[str]:
-        return ordered({r.style for r in self.probes}, STYLE_ORDER)
+        return ordered({r.style for r in self.probes}, STYLES)
 
     def variants(self) -> list[str]:
-        return ordered({r.variant for r in self.probes}, VARIANT_ORDER)
+        return ordered({r.variant for r in self.probes}, VARIANTS)
 
     def experiments(self) -> list[str]:
         names = {r.experiment for r in self.probes}

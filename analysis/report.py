@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from valueprobe_jax.analysis import figures
-from valueprobe_jax.analysis.loading import RATING_KINDS, STYLE_ORDER, LoadedResults, load_results, ordered
+from valueprobe_jax.analysis.loading import RATING_KINDS, LoadedResults, load_results, ordered
 from valueprobe_jax import io
 from valueprobe_jax.analysis import metrics as M
+from valueprobe_jax.vocabulary import METHODS, STYLES
 
 METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection bias", "Table 2",
                  "alignment improvement", "value-action agreement", "noise floor")
@@ -110,7 +111,7 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
     elif not a.alignment:
         a.alignment_note = ("No country-prompt row matched a human distribution and a "
                             "no-country row.")
-    for method in M.METHODS:
+    for method in METHODS:
         prompt = {m: a.prompt[m][method][prompt_variant] for m in a.prompt
                   if method in a.prompt[m] and prompt_variant in a.prompt[m][method]}
         sel = {m: a.selection[m][method] for m in a.selection if method in a.selection[m]}
@@ -254,16 +255,16 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
               f"Pairwise over prompt styles, variant `{a.prompt_variant}`.", ""]
     rows = []
     for m in models:
-        for meth in M.METHODS:
+        for meth in METHODS:
             s = a.prompt.get(m, {}).get(meth, {}).get(a.prompt_variant)
             if s:
                 rows.append([m, meth, a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n,
-                             ", ".join(ordered({x for p in s.pairs for x in p}, STYLE_ORDER))])
+                             ", ".join(ordered({x for p in s.pairs for x in p}, STYLES))])
     parts += [_table(["Model", "Method", "Mismatch rate", "JS distance", "Questions", "Styles"],
                      rows) if rows else "No model has >= 2 prompt styles for one variant.", ""]
     rows = []
     for m in models:
-        for meth in M.METHODS:
+        for meth in METHODS:
             for v in r.variants():
                 s = a.prompt.get(m, {}).get(meth, {}).get(v)
                 if s:
@@ -278,11 +279,11 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
               f"{', '.join(a.selection_variants)}.", ""]
     rows = [[m, meth, a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n]
             for m in models for meth, s in sorted(a.selection.get(m, {}).items(),
-                                                  key=lambda t: M.METHODS.index(t[0]))]
+                                                  key=lambda t: METHODS.index(t[0]))]
     parts += [_table(["Model", "Method", "Mismatch rate", "JS distance", "Questions"], rows)
               if rows else "No model has >= 2 option variants.", ""]
     rows = [[m, meth, f"baseline vs {v}", a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for v, s in a.selection_vs_baseline.get(m, {}).get(meth, {}).items()]
     if rows:
         parts += ["Breakdown against the baseline (diagnostic):", "",
@@ -332,7 +333,7 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     parts += ["## Alignment improvement with country prompting (Figure 5)", ""]
     rows = [[m, meth, a.est(res.without_country).fmt(), a.est(res.with_country).fmt(),
              a.est(res.improvement).fmt(), res.improvement.n, res.n_cells]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for res in [a.alignment.get(m, {}).get(meth)] if res]
     parts += [_table(["Model", "Method", "Alignment without country", "Alignment with country",
                       "Improvement", "Questions", "Comparisons"], rows)
@@ -341,7 +342,7 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     # ---- value-action
     parts += ["## Value-action agreement (Figure 4)", ""]
     rows = [[m, meth, kind, ag.pearson.fmt(), ag.spearman.fmt(), ag.n_points, ag.n_questions]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for kind, ag in a.agreement.get(m, {}).get(meth, {}).items()]
     parts += [_table(["Model", "Method", "Rating", "Pearson r (p) [CI]", "Spearman rho (p) [CI]",
                       "Points", "Questions"], rows) if rows

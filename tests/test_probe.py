@@ -25,12 +25,17 @@ def requests(data_dir, smol):
 
 
 def test_settings_reject_bad_values():
-    with pytest.raises(InputError, match="methods token,vibes: choose from token, seq, text"):
-        ProbeSettings(methods=("token", "vibes"))
-    with pytest.raises(InputError, match="strategy 'fast': choose from auto, naive"):
-        ProbeSettings(strategy="fast")
-    with pytest.raises(InputError, match="parse mode 'loose'"):
-        ProbeSettings(parse_mode="loose")
+    """A closed set's error names the input and the allowed values, on one line."""
+    cases = [(dict(methods=("token", "vibes")),
+              "methods token,vibes: unknown 'vibes' (choose from token, seq, text)"),
+             (dict(methods=()), "methods (none): empty (choose from token, seq, text)"),
+             (dict(strategy="fast"),
+              "strategy 'fast': unknown (choose from auto, naive, padded, packed, prefix_cache)"),
+             (dict(parse_mode="label"), "parse mode 'label': unknown (choose from label_aware, paper)")]
+    for kwargs, message in cases:
+        with pytest.raises(InputError) as e:
+            ProbeSettings(**kwargs)
+        assert str(e.value) == message
 
 
 def test_auto_strategy_choice(smol, requests):

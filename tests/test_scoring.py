@@ -12,6 +12,7 @@ import pytest
 from valueprobe_jax.probing import prompts as P
 from valueprobe_jax.engine import scoring as S
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.vocabulary import STYLES
 from valueprobe_jax.models import bloom, falcon, llama
 from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax.models.layers import causal_mask, forward, param_shapes
@@ -65,7 +66,7 @@ def questions(data_dir):
     return by_k
 
 
-def requests_for(tokenizer, questions, styles=P.STYLES):
+def requests_for(tokenizer, questions, styles=STYLES):
     out = []
     for q in questions:
         for style in styles:

@@ -23,8 +23,9 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.probing.prompts import Prompt, build_prompt, option_continuations, render
 from valueprobe_jax.engine.sampling import Sampler, SamplingParams
 from valueprobe_jax.engine.scoring import STRATEGIES, Scorer, ScoreRequest
-from valueprobe_jax.vocabulary import (METHODS, PARSE_MODES, Method, ParseMode, check_choice,
-                                     check_choices)
+from valueprobe_jax.probing.work import probe_cells
+from valueprobe_jax.vocabulary import (METHODS, PARSE_MODES, Method, ParseMode, Style, Variant,
+                                     check_choice, check_choices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,21 +247,13 @@ class ProbeEngine:
         return rows
 
 
-def probe_key(experiment: str, model: str, style: str, variant: str, country: str | None, qid: str) -> str:
-    """The stable row key of one probe (also the key sweeps resume by)."""
-    return f"{experiment}|{model}|{style}|{variant}|{country or '-'}|{qid}"
-
-
-def build_probe_requests(questions: Sequence[Question], styles: Sequence[str], variants: Sequence[str],
-                         countries: Sequence[str | None], *, experiment: str, model_name: str,
-                         shuffle_seed: int = 0) -> list[ProbeRequest]:
-    """Every (style, variant, country, question) prompt with its row key."""
-    out = []
-    for style in styles:
-        for variant in variants:
-            for country in countries:
-                for q in questions:
-                    prompt = build_prompt(q, style, variant, country, seed=shuffle_seed)
-                    out.append(ProbeRequest(probe_key(experiment, model_name, style, variant,
-                                                      country, q.id), prompt, experiment))
-    return out
+def build_probe_requests(questions: Sequence[Question], styles: Sequence[Style],
+                         variants: Sequence[Variant], countries: Sequence[str | None], *,
+                         experiment: str, model_name: str, shuffle_seed: int = 0) -> list[ProbeRequest]:
+    """Every (style, variant, country, question) prompt with its row key, in the order of
+    ``work.probe_cells``."""
+    by_id = {q.id: q for q in questions}
+    return [ProbeRequest(c.key, build_prompt(by_id[c.qid], c.style, c.variant, c.country,
+                                             seed=shuffle_seed), experiment)
+            for c in probe_cells(experiment, model_name, styles, variants, countries,
+                                 [q.id for q in questions])]

@@ -35,8 +35,9 @@ from valueprobe_jax.vocabulary import METHODS, STYLES, VARIANTS
 
 METHOD_COLUMN = {m: f"p_{m}" for m in METHODS}
 BASE_COLUMNS = ("model", "experiment", "qid")
-PROBE_COLUMNS = ("style", "variant", "country", "p_token", "p_seq", "p_text", "parsed")
-ACTION_COLUMNS = ("action", "rating_text", "rating_expected")
+# the columns the metrics read from probe rows and from action-rating rows
+PROBE_METRIC_COLUMNS = ("style", "variant", "country", *METHOD_COLUMN.values(), "parsed")
+ACTION_METRIC_COLUMNS = ("action", "rating_text", "rating_expected")
 OPTIONAL_COLUMNS = ("display_order", "token_logits", "token_logits_space", "option_logprob",
                     "option_ntokens", "scenario_id", "template", "seed")
 ACTION_EXPERIMENT = "action_agreement"
@@ -185,7 +186,7 @@ def _read_table(files: list[pathlib.Path], root: str) -> pa.Table:
     if missing:
         raise InputError(f"{root}: results lack the column(s) {', '.join(missing)} "
                          "(not valueprobe result files?)")
-    wanted = [c for c in (*BASE_COLUMNS, *PROBE_COLUMNS, *ACTION_COLUMNS, *OPTIONAL_COLUMNS)
+    wanted = [c for c in (*BASE_COLUMNS, *PROBE_METRIC_COLUMNS, *ACTION_METRIC_COLUMNS, *OPTIONAL_COLUMNS)
               if c in names]
     ds = pads.dataset([str(f) for f in files], schema=schema, format="parquet")
     return ds.to_table(columns=wanted)
@@ -252,7 +253,7 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
     rows = table.to_pylist()
     has_ratings = any(_is_rating(r) for r in rows)
     has_probes = any(not _is_rating(r) for r in rows)
-    for needed, cols in ((has_probes, PROBE_COLUMNS), (has_ratings, ACTION_COLUMNS)):
+    for needed, cols in ((has_probes, PROBE_METRIC_COLUMNS), (has_ratings, ACTION_METRIC_COLUMNS)):
         missing = [c for c in cols if c not in names] if needed else []
         if missing:
             raise InputError(f"{root}: results lack the column(s) {', '.join(missing)}")

@@ -13,35 +13,15 @@ from valueprobe_jax.probing import prompts as P
 from valueprobe_jax.engine import scoring as S
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.vocabulary import STYLES
-from valueprobe_jax.models import bloom, falcon, llama
-from valueprobe_jax.models.decoder import nest_params
-from valueprobe_jax.models.layers import causal_mask, forward, param_shapes
+from helpers import TINY_CONFIGS, random_params
+from valueprobe_jax.models.layers import causal_mask, forward
 
 VOCAB = 49152  # the SmolLM2 tokenizer's
-TINY = {
-    "llama": llama.config_from_hf(dict(model_type="llama", hidden_size=64, num_attention_heads=4,
-                                       num_key_value_heads=2, num_hidden_layers=2,
-                                       vocab_size=VOCAB, intermediate_size=96,
-                                       tie_word_embeddings=True)),
-    "falcon": falcon.config_from_hf(dict(model_type="falcon", hidden_size=64, num_attention_heads=4,
-                                         num_hidden_layers=2, vocab_size=VOCAB, bias=True)),
-    "bloom": bloom.config_from_hf(dict(model_type="bloom", hidden_size=64, n_head=4, n_layer=2,
-                                       vocab_size=VOCAB)),
-}
+TINY = {c.family: c.replace(vocab_size=VOCAB) for c in TINY_CONFIGS.values()}  # llama, falcon, bloom
 # a prompt whose last characters merge with the continuation's first ones ("Hel" + "lo")
 MERGE = S.ScoreRequest("merge", "<|im_start|>user\nSay hello<|im_end|>\n<|im_start|>assistant\nHel",
                        ["lo there<|im_end|>\n", "p me<|im_end|>\n", "lo<|im_end|>\n"],
                        ["A", "B", "C"])
-
-
-def random_params(cfg, seed):
-    """Weights N(0, 0.02), norm scales near 1 and non-zero biases (so every bias path counts)."""
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for name, shape in param_shapes(cfg).items():
-        x = rng.standard_normal(shape).astype(np.float32)
-        flat[name] = 1 + 0.1 * x if name.endswith("_scale") else 0.02 * x
-    return nest_params(flat)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from valueprobe_jax import io
-from valueprobe_jax.analysis.metrics import METHODS, Correlation, Estimate  # noqa: E402
+from valueprobe_jax.analysis.metrics import Correlation, Estimate  # noqa: E402
+from valueprobe_jax.vocabulary import METHODS  # noqa: E402
 
 METHOD_LABEL = {"token": "Token", "seq": "Seq", "text": "Text"}
 METHOD_COLOR = {"token": "#4C72B0", "seq": "#DD8452", "text": "#55A868"}

@@ -30,19 +30,18 @@ import pyarrow.parquet as pq
 
 from valueprobe_jax.probing import representations
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.analysis.metrics import METHODS
 from valueprobe_jax.experiments.results import parquet_files
+from valueprobe_jax.vocabulary import METHODS, STYLES, VARIANTS
 
-METHOD_COLUMN = {"token": "p_token", "seq": "p_seq", "text": "p_text"}
+METHOD_COLUMN = {m: f"p_{m}" for m in METHODS}
 BASE_COLUMNS = ("model", "experiment", "qid")
-PROBE_COLUMNS = ("style", "variant", "country", "p_token", "p_seq", "p_text", "parsed")
-ACTION_COLUMNS = ("action", "rating_text", "rating_expected")
+# the columns the metrics read from probe rows and from action-rating rows
+PROBE_METRIC_COLUMNS = ("style", "variant", "country", *METHOD_COLUMN.values(), "parsed")
+ACTION_METRIC_COLUMNS = ("action", "rating_text", "rating_expected")
 OPTIONAL_COLUMNS = ("display_order", "token_logits", "token_logits_space", "option_logprob",
                     "option_ntokens", "scenario_id", "template", "seed", "generations")
 ACTION_EXPERIMENT = "action_agreement"
 NO_COUNTRY_PRIORITY = ("robustness", "probe", "demographic")
-STYLE_ORDER = ("default", "prefixed", "one_shot")
-VARIANT_ORDER = ("baseline", "reverse", "num", "lower", "shuffle")
 RATING_KINDS = ("text", "expected")
 # rating["text_paper"]: the generations re-parsed with the released rule (first digit run, no
 # range check), an unparsed generation counted as -1 and averaged in (eval_utils.load_action_scores)
@@ -164,10 +163,10 @@ class LoadedResults:
         return [(r.qid, r.action, r.rating.get(kind)) for r in self.ratings if r.model == model]
 
     def styles(self) -> list[str]:
-        return ordered({r.style for r in self.probes}, STYLE_ORDER)
+        return ordered({r.style for r in self.probes}, STYLES)
 
     def variants(self) -> list[str]:
-        return ordered({r.variant for r in self.probes}, VARIANT_ORDER)
+        return ordered({r.variant for r in self.probes}, VARIANTS)
 
     def experiments(self) -> list[str]:
         names = {r.experiment for r in self.probes}
@@ -195,7 +194,7 @@ def _read_table(files: list[pathlib.Path], root: str) -> pa.Table:
     if missing:
         raise InputError(f"{root}: results lack the column(s) {', '.join(missing)} "
                          "(not valueprobe result files?)")
-    wanted = [c for c in (*BASE_COLUMNS, *PROBE_COLUMNS, *ACTION_COLUMNS, *OPTIONAL_COLUMNS)
+    wanted = [c for c in (*BASE_COLUMNS, *PROBE_METRIC_COLUMNS, *ACTION_METRIC_COLUMNS, *OPTIONAL_COLUMNS)
               if c in names]
     ds = pads.dataset([str(f) for f in files], schema=schema, format="parquet")
     return ds.to_table(columns=wanted)
@@ -272,7 +271,7 @@ def load_results(results_dir: str | os.PathLike) -> LoadedResults:
     rows = table.to_pylist()
     has_ratings = any(_is_rating(r) for r in rows)
     has_probes = any(not _is_rating(r) for r in rows)
-    for needed, cols in ((has_probes, PROBE_COLUMNS), (has_ratings, ACTION_COLUMNS)):
+    for needed, cols in ((has_probes, PROBE_METRIC_COLUMNS), (has_ratings, ACTION_METRIC_COLUMNS)):
         missing = [c for c in cols if c not in names] if needed else []
         if missing:
             raise InputError(f"{root}: results lack the column(s) {', '.join(missing)}")

@@ -38,7 +38,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-METHODS = ("token", "seq", "text")
+from valueprobe_jax.probing.representations import p_text
 NEEDS_3_MODELS = "needs >= 3 models"
 DEFAULT_N_BOOT = 1000
 DEFAULT_SEED = 0
@@ -58,17 +58,6 @@ def as_distribution(p: Sequence[float] | np.ndarray, name: str = "distribution")
     if s <= 0:
         raise ValueError(f"{name}: the probabilities sum to 0")
     return a / s
-
-
-def canonical(p_display: Sequence[float], display_order: Sequence[int]) -> np.ndarray:
-    """Map a distribution in display order to canonical order: out[display_order[i]] = p[i]."""
-    p = np.asarray(p_display, dtype=np.float64)
-    order = np.asarray(display_order, dtype=np.int64)
-    if p.shape != order.shape or sorted(order.tolist()) != list(range(len(order))):
-        raise ValueError(f"display_order {order.tolist()} is not a permutation of {len(p)} options")
-    out = np.empty_like(p)
-    out[order] = p
-    return out
 
 
 # ----------------------------------------------------------------------------- per question
@@ -497,20 +486,6 @@ def value_action_agreement(probes: Mapping[str, np.ndarray],
 # ----------------------------------------------------------------------------- text noise floor
 
 
-def text_distribution(parsed: Sequence[int | None], k: int) -> np.ndarray:
-    """p_text from parsed samples: count / N, an unparseable sample adds 1/k to every option."""
-    n = len(parsed)
-    if n == 0:
-        raise ValueError("text distribution of 0 samples")
-    p = np.zeros(k)
-    for c in parsed:
-        if c is None:
-            p += 1.0 / k
-        else:
-            p[int(c)] += 1.0
-    return p / n
-
-
 def split_half_js(parsed: Sequence[int | None], k: int) -> float:
     """JS distance between the text distributions of the first and second half of the samples.
 
@@ -521,7 +496,7 @@ def split_half_js(parsed: Sequence[int | None], k: int) -> float:
     if h < 1:
         raise ValueError("split-half noise floor needs >= 2 samples")
     with np.errstate(invalid="ignore"):
-        d = jensenshannon(text_distribution(parsed[:h], k), text_distribution(parsed[h:2 * h], k))
+        d = jensenshannon(p_text(parsed[:h], k), p_text(parsed[h:2 * h], k))
     return 0.0 if np.isnan(d) else float(d)
 
 
@@ -613,7 +588,7 @@ def text_noise_floor(samples: Mapping[str, Sequence[tuple[Sequence[int | None], 
             acc["split"].append(split_half_js(parsed, k))
             acc["sim_h"].append(simulated_js_floor(pi, n // 2, n_sim=n_sim, seed=sub, k=k))
             acc["sim_f"].append(simulated_js_floor(pi, n, n_sim=n_sim, seed=sub + 1, k=k))
-            acc["ana"].append(analytic_js_floor(text_distribution(parsed, k), n))
+            acc["ana"].append(analytic_js_floor(p_text(parsed, k), n))
         if acc["split"]:
             for c, v in acc.items():
                 cols[c][qid] = float(np.mean(v))

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from valueprobe_jax.analysis import figures
-from valueprobe_jax.analysis.loading import (PAPER_RATING_KIND, RATING_KINDS, STYLE_ORDER,
-                                             LoadedResults, ProbeRow, load_results, ordered)
+from valueprobe_jax.analysis.loading import (PAPER_RATING_KIND, RATING_KINDS, LoadedResults,
+                                             ProbeRow, load_results, ordered)
 from valueprobe_jax import io
 from valueprobe_jax.analysis import metrics as M
 from valueprobe_jax.analysis import paper_tables as PT
+from valueprobe_jax.vocabulary import METHODS, STYLES
 
 METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection bias", "Table 2",
                  "alignment improvement", "value-action agreement", "noise floor")
@@ -150,7 +151,7 @@ def analyze(results: LoadedResults, human: Mapping[tuple[str, str], np.ndarray] 
                             "no-country row.")
     if paper:
         a.value_action_note = _paper_value_action_note(results)
-    for method in M.METHODS:
+    for method in METHODS:
         prompt = {m: a.prompt[m][method][prompt_variant] for m in a.prompt
                   if method in a.prompt[m] and prompt_variant in a.prompt[m][method]}
         sel = {m: a.selection[m][method] for m in a.selection if method in a.selection[m]}
@@ -465,7 +466,7 @@ def _paper_sections(a: Analysis) -> list[str]:
     rows = []
     for m in models:
         for v in ordered(a.valid.get(m, {}), [*PT.RELEASE_VARIANTS, "lower", "shuffle"]):
-            for st in ordered(a.valid[m][v], STYLE_ORDER):
+            for st in ordered(a.valid[m][v], STYLES):
                 va = a.valid[m][v][st]
                 rows.append([m, v, st, a.est(va.ratio).fmt(), f"{va.mean_count:.2f}",
                              va.n_samples, va.ratio.n])
@@ -505,16 +506,16 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
               f"Pairwise over prompt styles, variant `{a.prompt_variant}`.", ""]
     rows = []
     for m in models:
-        for meth in M.METHODS:
+        for meth in METHODS:
             s = a.prompt.get(m, {}).get(meth, {}).get(a.prompt_variant)
             if s:
                 rows.append([m, meth, a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n,
-                             ", ".join(ordered({x for p in s.pairs for x in p}, STYLE_ORDER))])
+                             ", ".join(ordered({x for p in s.pairs for x in p}, STYLES))])
     parts += [_table(["Model", "Method", "Mismatch rate", "JS distance", "Questions", "Styles"],
                      rows) if rows else "No model has >= 2 prompt styles for one variant.", ""]
     rows = []
     for m in models:
-        for meth in M.METHODS:
+        for meth in METHODS:
             for v in r.variants():
                 s = a.prompt.get(m, {}).get(meth, {}).get(v)
                 if s:
@@ -529,11 +530,11 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
               f"{', '.join(a.selection_variants)}.", ""]
     rows = [[m, meth, a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n]
             for m in models for meth, s in sorted(a.selection.get(m, {}).items(),
-                                                  key=lambda t: M.METHODS.index(t[0]))]
+                                                  key=lambda t: METHODS.index(t[0]))]
     parts += [_table(["Model", "Method", "Mismatch rate", "JS distance", "Questions"], rows)
               if rows else "No model has >= 2 option variants.", ""]
     rows = [[m, meth, f"baseline vs {v}", a.est(s.mismatch).fmt(), a.est(s.js).fmt(), s.n]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for v, s in a.selection_vs_baseline.get(m, {}).get(meth, {}).items()]
     if rows:
         parts += ["Breakdown against the baseline (diagnostic):", "",
@@ -589,14 +590,14 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     parts += ["## Alignment improvement with country prompting (Figure 5)", ""]
     rows = [[m, meth, a.est(res.without_country).fmt(), a.est(res.with_country).fmt(),
              a.est(res.improvement).fmt(), res.improvement.n, res.n_cells]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for res in [a.alignment.get(m, {}).get(meth)] if res]
     gain = [_table(["Model", "Method", "Alignment without country", "Alignment with country",
                     "Improvement", "Questions", "Comparisons"], rows)
             if rows else a.alignment_note, ""]
     rows = [[m, meth, f"{res.emd_without:.3f}", f"{res.emd_with:.3f}", res.improvement.fmt(),
              res.n_questions, res.n_cells, ", ".join(sorted({c for _, c in res.cells}))]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for res in [a.alignment_emd.get(m, {}).get(meth)] if res]
     raw = ["In raw EMD units, averaged the release's way (per (variant, country, style) the mean "
            "over questions, then over styles; improvement = mean over (variant, country) of EMD "
@@ -611,7 +612,7 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     # ---- value-action
     parts += ["## Value-action agreement (Figure 4)", ""]
     rows = [[m, meth, kind, ag.pearson.fmt(), ag.spearman.fmt(), ag.n_points, ag.n_questions]
-            for m in models for meth in M.METHODS
+            for m in models for meth in METHODS
             for kind, ag in a.agreement.get(m, {}).get(meth, {}).items()]
     if a.value_action_note:
         parts += [a.value_action_note, ""]

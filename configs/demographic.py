@@ -6,15 +6,16 @@ the human distributions (a licensed CSV under the data builder's manual_dir).
   Small local variant: append ",runlocal" (3 questions, 2 countries, 2 samples).
 """
 
-from valueprobe_jax.experiments.schema import PAPER_COUNTRIES, base_config
+from valueprobe_jax.experiments.schema import base_config
+from valueprobe_jax.vocabulary import COUNTRIES
 
 
 def get_config(arg: str = "smollm2-135m-instruct"):
     model, _, mode = arg.partition(",")
     c = base_config("demographic", model)
-    c.probe.countries = list(PAPER_COUNTRIES)
+    c.probe.countries = list(COUNTRIES)
     if mode == "runlocal":
         c.max_questions = 3
-        c.probe.countries = list(PAPER_COUNTRIES[:2])
+        c.probe.countries = list(COUNTRIES[:2])
         c.probe.samples = 2
     return c

@@ -21,6 +21,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
+from helpers import randomize_torch  # noqa: E402
 from valueprobe_jax.models import checkpoints  # noqa: E402
 from valueprobe_jax.errors import InputError  # noqa: E402
 from valueprobe_jax.models import KVCache, bloom, causal_mask, falcon, forward  # noqa: E402
@@ -43,14 +44,8 @@ TINY = {
 }
 
 
-def _randomize(model) -> None:
-    """Random norms, biases and weights big enough that logits spread over a few units."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = 0.1 * torch.randn(p.shape, generator=g)
-            is_norm = "layernorm" in name or "ln_f" in name
-            p.copy_(noise + 1.0 if is_norm and name.endswith("weight") else noise)
+def _is_norm_scale(name: str) -> bool:
+    return ("layernorm" in name or "ln_f" in name) and name.endswith("weight")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,8 @@ def tiny(tmp_path_factory):
         torch.manual_seed(0)
         cfg = getattr(transformers, cls)(**kw)
         model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-        _randomize(model)
+        # random norms, biases and weights big enough that logits spread over a few units
+        randomize_torch(model, 1, std=0.1, norm_std=0.1, is_norm=_is_norm_scale)
         path = tmp_path_factory.mktemp(name)
         model.save_pretrained(path)
         out[name] = (model, path)

@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from helpers import randomize_torch  # noqa: E402
 from valueprobe_jax.models.checkpoints import flat_params, load_model  # noqa: E402
 from valueprobe_jax.models import KVCache, causal_mask, forward  # noqa: E402
 from valueprobe_jax.models.llama import config_from_hf  # noqa: E402
@@ -40,21 +41,12 @@ CONFIGS = {
 LENGTHS = [12, 9, 5]  # right padding to 12
 
 
-def _randomize(model: "torch.nn.Module", seed: int) -> None:
-    """Non-trivial weights everywhere (HF initialises biases to 0 and norms to 1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1.0 + 0.2 * noise if "norm" in name else 0.15 * noise)
-
-
 @functools.lru_cache(maxsize=None)
 def _checkpoint(kind: str, tmp_root: str):
     cfg = CONFIGS[kind]()
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
-    _randomize(model, seed=len(kind))
+    randomize_torch(model, len(kind), std=0.15, norm_std=0.2)
     model.eval()
     path = f"{tmp_root}/{kind}"
     model.save_pretrained(path)

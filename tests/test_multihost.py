@@ -14,12 +14,9 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-from valueprobe_jax.models.decoder import nest_params
+from helpers import SHARDABLE, random_params
 from valueprobe_jax.parallel import sharding as sh
-from valueprobe_jax.models import ModelConfig, causal_mask, forward, param_shapes
-
-CFG = dict(family="llama", vocab_size=96, hidden_size=32, num_layers=2, num_heads=8,
-           num_kv_heads=4, head_dim=8, intermediate_size=64)
+from valueprobe_jax.models import causal_mask, forward
 
 WORKER = textwrap.dedent("""
     import json, os, sys
@@ -30,12 +27,9 @@ WORKER = textwrap.dedent("""
     assert initialize_distributed()
     import jax.numpy as jnp
     from valueprobe_jax.parallel import sharding as sh
-    from valueprobe_jax.models import ModelConfig, forward, param_shapes
-    from valueprobe_jax.models.decoder import nest_params
-    cfg = ModelConfig(**json.loads(sys.argv[1]))
-    params = nest_params({k: (np.ones(v, np.float32) if k.endswith("_scale") else
-                           (0.02 * np.random.default_rng(0).standard_normal(v)).astype(np.float32))
-                       for k, v in param_shapes(cfg).items()})
+    from valueprobe_jax.models import forward
+    from tests.helpers import SHARDABLE as cfg, random_params
+    params = random_params(cfg)
     b, t = 8, 10
     tok = np.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (b, t)), np.int32)
     pos = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()
@@ -51,7 +45,7 @@ WORKER = textwrap.dedent("""
                             in_shardings=(sh.param_shardings(cfg, mesh), *sh.batch_shardings((tok, pos, mask), mesh)),
                             out_shardings=sh.replicated(mesh))
         out = fn(p, *sh.shard_batch((tok, pos, mask), mesh))
-        np.save(os.path.join(sys.argv[2], f"{spec}-{me}.npy"), np.asarray(out.addressable_shards[0].data))
+        np.save(os.path.join(sys.argv[1], f"{spec}-{me}.npy"), np.asarray(out.addressable_shards[0].data))
         report[spec] = {"split": [ws.index, ws.count, ws.writer, ws.lockstep],
                         "hosts": sorted({d.process_index for d in mesh.devices.flat})}
     print("REPORT " + json.dumps(report), flush=True)
@@ -74,7 +68,7 @@ def test_two_processes(tmp_path):
                    JAX_PLATFORMS="cpu", VALUEPROBE_DISTRIBUTED="1",
                    JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
                    JAX_PROCESS_ID=str(pid), PYTHONPATH=repo)
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(CFG), str(tmp_path)],
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     reports = []
@@ -88,10 +82,8 @@ def test_two_processes(tmp_path):
         assert r["data=2,tensor=2"] == {"split": [me, 2, True, False], "hosts": [me]}
         assert r["fsdp=4,tensor=2"] == {"split": [0, 1, me == 0, True], "hosts": [0, 1]}
 
-    cfg = ModelConfig(**CFG)
-    params = nest_params({k: (np.ones(v, np.float32) if k.endswith("_scale") else
-                           (0.02 * np.random.default_rng(0).standard_normal(v)).astype(np.float32))
-                       for k, v in param_shapes(cfg).items()})
+    cfg = SHARDABLE
+    params = random_params(cfg)
     tok = np.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (8, 10)), np.int32)
     pos = np.broadcast_to(np.arange(10, dtype=np.int32), (8, 10))
     ref, _ = jax.jit(functools.partial(forward, cfg))(params, tok, pos, causal_mask(jnp.ones((8, 10), bool)))

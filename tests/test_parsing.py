@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from valueprobe_jax.errors import InputError
 from valueprobe_jax.probing.parsing import (
     paper_extract,
     parse_answer,
@@ -150,7 +151,7 @@ def test_shuffled_variant_maps_to_canonical():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(InputError, match=r"^parse mode 'fuzzy': unknown \(choose from label_aware, paper\)$"):
         parse_answer("A", UPPER, IMPORTANCE, mode="fuzzy")
     with pytest.raises(ValueError, match="labels"):
         parse_label_aware("A", ["A", "A"], IMPORTANCE[:2])

@@ -11,6 +11,7 @@ import pytest
 from valueprobe_jax.probing import prompts as P
 from valueprobe_jax.data.questions import Question, load_question_bank
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.vocabulary import COUNTRIES, STYLES, VARIANTS
 
 INSTR = ("Instruction: Please carefully read the multiple-choice question below and select one of "
          "the listed options that best matches your beliefs. Respond with the letter corresponding "
@@ -137,8 +138,8 @@ def test_smollm2_prefixed_reverse_literal(smollm2):
     assert P.render(P.build_prompt(Q1, "prefixed", "reverse"), smollm2, instruct=True) == expected
 
 
-@pytest.mark.parametrize("variant", P.VARIANTS)
-@pytest.mark.parametrize("style", P.STYLES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("style", STYLES)
 def test_smollm2_every_style_and_variant(smollm2, style, variant):
     prompt = P.build_prompt(Q1, style, variant)
     assert (prompt.labels, prompt.display_order) == LAYOUT[variant]
@@ -150,7 +151,7 @@ def test_smollm2_every_style_and_variant(smollm2, style, variant):
         lead + line + "<|im_end|>\n" for line in OPTIONS[variant].split("\n")]
 
 
-@pytest.mark.parametrize("style", P.STYLES)
+@pytest.mark.parametrize("style", STYLES)
 def test_smollm2_country(smollm2, style):
     prompt = P.build_prompt(Q1, style, "num", country="Germany")
     assert prompt.country == "Germany"
@@ -173,8 +174,8 @@ def test_smollm2_without_system_role_merges_and_gets_default_system(smollm2):
     assert P.render(prompt, smollm2, instruct=True, system_role=False) == expected
 
 
-@pytest.mark.parametrize("variant", P.VARIANTS)
-@pytest.mark.parametrize("style", P.STYLES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("style", STYLES)
 def test_mistral_like_every_style_and_variant(mistral_like, style, variant):
     prompt = P.build_prompt(Q1, style, variant)
     user = SYSTEM[style] + "\nQuestion: " + Q1_TEXT + "\nOptions:\n" + OPTIONS[variant] + "\nAnswer:"
@@ -205,7 +206,7 @@ def test_system_role_true_on_template_without_one_is_a_clear_error(mistral_like)
         P.render(prompt, mistral_like, instruct=True, system_role=True)
 
 
-@pytest.mark.parametrize("style", P.STYLES)
+@pytest.mark.parametrize("style", STYLES)
 def test_base_model_plain_text(style):
     prompt = P.build_prompt(Q1, style, "reverse")
     tail = "\n" + PREFIX if style == "prefixed" else ""
@@ -220,7 +221,7 @@ def test_base_model_plain_text(style):
 
 
 def test_paper_countries_instruction():
-    for country in P.PAPER_COUNTRIES:
+    for country in COUNTRIES:
         system = P.build_prompt(Q1, "one_shot", "baseline", country=country).messages[0]["content"]
         assert system.startswith(f"Instruction: Imagine you are a person from {country}. Please "
                                  "carefully read the multiple-choice questions below")
@@ -303,8 +304,10 @@ def test_ten_options_use_all_labels():
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(style="zero_shot", variant="baseline"), "style 'zero_shot'"),
-    (dict(style="default", variant="upside_down"), "variant 'upside_down'"),
+    (dict(style="zero_shot", variant="baseline"),
+     "style 'zero_shot': unknown (choose from default, prefixed, one_shot)"),
+    (dict(style="default", variant="upside_down"),
+     "variant 'upside_down': unknown (choose from baseline, reverse, num, lower, shuffle)"),
     (dict(style="default", variant="baseline", country=""), "country ''"),
     (dict(style="default", variant="baseline", country=7), "country 7"),
 ])
@@ -316,7 +319,7 @@ def test_bad_prompt_inputs(kwargs, needle):
 
 def test_more_options_than_labels():
     q = Question("Qbig", "Pick one", tuple(f"o{i}" for i in range(11)))
-    for variant in P.VARIANTS:
+    for variant in VARIANTS:
         with pytest.raises(InputError) as e:
             P.build_prompt(q, "default", variant)
         assert "Qbig: 11 options" in str(e.value) and "\n" not in str(e.value)

@@ -16,10 +16,9 @@ from valueprobe_jax.probing import representations as R
 from valueprobe_jax.cli import main
 from valueprobe_jax.cli.report import _read_qids
 from valueprobe_jax.experiments.results import write_rows_atomic
+from valueprobe_jax.vocabulary import STYLES, VARIANTS
 
 MODELS = ("tiny-a", "tiny-b", "tiny-c")
-STYLES = ("default", "prefixed", "one_shot")
-VARIANTS = ("baseline", "reverse", "num", "lower", "shuffle")
 COUNTRIES = ("Egypt", "Germany")
 QUESTIONS = {"Q1": 4, "Q2": 3, "Q3": 10, "Q4": 5, "Q5": 2, "Q6": 4}  # qid -> k (Q3: 10 options)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -160,9 +159,9 @@ def test_report_numbers_match_direct_metrics(synthetic, report_dir):
         # recompute p_token from the raw display-order logits with our own canonical mapping
         both = np.exp(np.concatenate([r["token_logits"], r["token_logits_space"]]))
         k = len(r["token_logits"])
-        p_disp = (both[:k] + both[k:]) / both.sum()
-        by.setdefault(r["variant"], {}).setdefault(r["style"], {})[r["qid"]] = \
-            M.canonical(p_disp, r["display_order"])
+        p_canon = np.empty(k)
+        p_canon[r["display_order"]] = (both[:k] + both[k:]) / both.sum()  # displayed i is canonical order[i]
+        by.setdefault(r["variant"], {}).setdefault(r["style"], {})[r["qid"]] = p_canon
     pr = M.prompt_robustness(by["baseline"])
     cell = got["prompt_robustness"]["tiny-b"]["token"]["baseline"]
     assert cell["js"]["value"] == pytest.approx(pr.js.mean(), abs=1e-9)

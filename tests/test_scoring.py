@@ -12,35 +12,16 @@ import pytest
 from valueprobe_jax.probing import prompts as P
 from valueprobe_jax.engine import scoring as S
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.models import bloom, falcon, llama
-from valueprobe_jax.models.decoder import nest_params
-from valueprobe_jax.models.layers import causal_mask, forward, param_shapes
+from valueprobe_jax.vocabulary import STYLES
+from helpers import TINY_CONFIGS, random_params
+from valueprobe_jax.models.layers import causal_mask, forward
 
 VOCAB = 49152  # the SmolLM2 tokenizer's
-TINY = {
-    "llama": llama.config_from_hf(dict(model_type="llama", hidden_size=64, num_attention_heads=4,
-                                       num_key_value_heads=2, num_hidden_layers=2,
-                                       vocab_size=VOCAB, intermediate_size=96,
-                                       tie_word_embeddings=True)),
-    "falcon": falcon.config_from_hf(dict(model_type="falcon", hidden_size=64, num_attention_heads=4,
-                                         num_hidden_layers=2, vocab_size=VOCAB, bias=True)),
-    "bloom": bloom.config_from_hf(dict(model_type="bloom", hidden_size=64, n_head=4, n_layer=2,
-                                       vocab_size=VOCAB)),
-}
+TINY = {c.family: c.replace(vocab_size=VOCAB) for c in TINY_CONFIGS.values()}  # llama, falcon, bloom
 # a prompt whose last characters merge with the continuation's first ones ("Hel" + "lo")
 MERGE = S.ScoreRequest("merge", "<|im_start|>user\nSay hello<|im_end|>\n<|im_start|>assistant\nHel",
                        ["lo there<|im_end|>\n", "p me<|im_end|>\n", "lo<|im_end|>\n"],
                        ["A", "B", "C"])
-
-
-def random_params(cfg, seed):
-    """Weights N(0, 0.02), norm scales near 1 and non-zero biases (so every bias path counts)."""
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for name, shape in param_shapes(cfg).items():
-        x = rng.standard_normal(shape).astype(np.float32)
-        flat[name] = 1 + 0.1 * x if name.endswith("_scale") else 0.02 * x
-    return nest_params(flat)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +46,7 @@ def questions(data_dir):
     return by_k
 
 
-def requests_for(tokenizer, questions, styles=P.STYLES):
+def requests_for(tokenizer, questions, styles=STYLES):
     out = []
     for q in questions:
         for style in styles:
@@ -297,7 +278,9 @@ def test_flop_model_matches_xla_cost_analysis():
     compiled cores (scan body counted once by XLA, so scaled by the layer count)."""
     from valueprobe_jax.bench import strategies as bench
 
-    cfg = TINY["llama"].replace(num_layers=3)
+    # wide enough that the matmuls the formula counts dominate the elementwise work XLA also counts
+    cfg = TINY["llama"].replace(num_layers=3, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16,
+                                intermediate_size=96)
     shapes = {("tree", 2, 128, 128, 32, 64): 2, ("naive", 1, 64, 64, 16, 64): 1,
               ("prefill", 1, 64, 64, 0, 0): 1, ("cached", 1, 64, 128, 16, 64): 1}
     for key, calls in shapes.items():

@@ -15,36 +15,25 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax.parallel import sharding as sh
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.experiments.merge import merge_shards
 from valueprobe_jax.models import Decoder, KVCache, ModelConfig, causal_mask, forward
-from valueprobe_jax.models.layers import LOGICAL_AXES, param_shapes
+from valueprobe_jax.models.layers import LOGICAL_AXES
+from helpers import SHARDABLE, random_params
 from valueprobe_jax.parallel.multihost import (WorkSplit, agree, host_slice, initialize_distributed,
                                       multihost_requested, work_split)
 
 MESHES = ["data=2,tensor=4", "fsdp=8", "data=8"]
 
-# heads, kv heads, mlp and vocab divisible by 4 and 8
-TINY = ModelConfig(family="llama", vocab_size=96, hidden_size=32, num_layers=2, num_heads=8,
-                   num_kv_heads=4, head_dim=8, intermediate_size=64)
 # 6 heads / 3 kv heads / vocab 99 / mlp 36 / embed 36: tensor=4 and fsdp=8 must fall back
 ODD = ModelConfig(family="llama", vocab_size=99, hidden_size=36, num_layers=2, num_heads=6,
                   num_kv_heads=3, head_dim=6, intermediate_size=36, qkv_bias=True)
 
 
-def random_params(cfg, seed=0):
-    """Small random weights drawn with numpy (no per-shape jit of eager initialisers)."""
-    rng = np.random.default_rng(seed)
-    flat = {k: (np.ones(s, np.float32) if k.endswith("_scale") else
-                (0.02 * rng.standard_normal(s)).astype(np.float32)) for k, s in param_shapes(cfg).items()}
-    return nest_params(flat)
-
-
 @pytest.fixture(scope="module")
 def tiny_params():
-    return random_params(TINY)
+    return random_params(SHARDABLE)
 
 
 def _batch(cfg, b=8, t=10, seed=1):
@@ -91,7 +80,7 @@ def test_decoder_metadata_matches_rules_table():
 
 def test_param_pspecs_and_fallbacks():
     mesh = {"data": 1, "fsdp": 2, "tensor": 4}
-    specs, fb = sh.param_pspecs(TINY, mesh)
+    specs, fb = sh.param_pspecs(SHARDABLE, mesh)
     assert fb == []
     assert specs["embed"] == P("tensor", "fsdp")
     assert specs["layers"]["wq"] == P(None, "fsdp", "tensor")
@@ -114,7 +103,7 @@ def test_batch_and_cache_specs():
     assert sh.batch_pspec((8, 5), mesh) == P(("data", "fsdp"))
     assert sh.batch_pspec((2, 5), mesh) == P("data")  # 2 rows: fsdp falls back
     assert sh.batch_pspec((3, 5), mesh) == P()
-    specs, fb = sh.cache_pspecs(TINY, mesh, batch=4, capacity=16)
+    specs, fb = sh.cache_pspecs(SHARDABLE, mesh, batch=4, capacity=16)
     assert specs.k == P(None, ("data", "fsdp"), None, "tensor") and specs.pos == P(("data", "fsdp"))
     specs, fb = sh.cache_pspecs(ODD, {"data": 1, "fsdp": 1, "tensor": 2}, batch=4, capacity=16)
     assert specs.k == P() and [f.logical for f in fb] == ["kv_heads"]
@@ -132,15 +121,15 @@ def _sharded_forward(cfg, params, mesh, tok, pos, mask):
 
 @pytest.mark.parametrize("spec", MESHES)
 def test_forward_matches_single_device(tiny_params, spec):
-    tok, pos, mask = _batch(TINY)
-    ref, _ = jax.jit(functools.partial(forward, TINY))(tiny_params, tok, pos, mask)
+    tok, pos, mask = _batch(SHARDABLE)
+    ref, _ = jax.jit(functools.partial(forward, SHARDABLE))(tiny_params, tok, pos, mask)
     mesh = sh.make_mesh(spec)
-    p, out = _sharded_forward(TINY, tiny_params, mesh, tok, pos, mask)
+    p, out = _sharded_forward(SHARDABLE, tiny_params, mesh, tok, pos, mask)
     assert float(jnp.max(jnp.abs(out - ref))) <= 1e-5
     # the layout really is split: each device holds 1/(fsdp*tensor) of wq, 1/(data*fsdp) of the rows
     n = mesh.shape["fsdp"] * mesh.shape["tensor"]
     wq = p["layers"]["wq"]
-    assert wq.sharding == NamedSharding(mesh, sh.param_pspecs(TINY, mesh)[0]["layers"]["wq"])
+    assert wq.sharding == NamedSharding(mesh, sh.param_pspecs(SHARDABLE, mesh)[0]["layers"]["wq"])
     assert all(s.data.size == wq.size // n for s in wq.addressable_shards)
     rows = mesh.shape["data"] * mesh.shape["fsdp"]
     assert all(s.data.shape[0] == 8 // rows for s in out.addressable_shards)
@@ -159,7 +148,7 @@ def test_forward_non_divisible_falls_back():
 
 def test_cached_decode_step_sharded(tiny_params):
     """Prefill into a sharded KVCache, then one cached step: same logits as single device."""
-    cfg, b, t, cap = TINY, 4, 6, 8
+    cfg, b, t, cap = SHARDABLE, 4, 6, 8
     tok, pos, _ = _batch(cfg, b=b, t=t + 1)
     full_mask = np.tril(np.ones((t + 1, cap), bool), k=0)[None].repeat(b, 0)
 
@@ -211,10 +200,10 @@ def test_scoring_matches_single_device(tiny_params):
                                            ("How happy are you?", ["Very", "Quite", "Not very", "Not at all"])])]
     tok = CharTokenizer()
     runs = [("packed", s) for s in MESHES] + [("prefix_cache", "data=2,tensor=4")]
-    refs = {st: scoring.Scorer((TINY, tiny_params, tok), min_prefix=8).score(reqs, st)
+    refs = {st: scoring.Scorer((SHARDABLE, tiny_params, tok), min_prefix=8).score(reqs, st)
             for st in ("packed", "prefix_cache")}
     for st, spec in runs:
-        scorer = scoring.Scorer((TINY, tiny_params, tok), min_prefix=8, mesh=sh.make_mesh(spec))
+        scorer = scoring.Scorer((SHARDABLE, tiny_params, tok), min_prefix=8, mesh=sh.make_mesh(spec))
         got = scorer.score(reqs, st)
         kinds = {shape[0] for shape in scorer.stats.shapes}
         assert ("cached" in kinds) == (st == "prefix_cache"), kinds
@@ -234,11 +223,11 @@ def test_sampling_matches_single_device(tiny_params):
     sps = [sampling.SamplingParams(temperature=t, max_new_tokens=6, num_samples=4, seed=3)
            for t in (0.0, 1.0)]
     tok = CharTokenizer()
-    ref_sampler = sampling.Sampler(TINY, tiny_params, tok, max_batch=8, end_of_turn=())
+    ref_sampler = sampling.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=())
     refs = [ref_sampler.generate(prompts, keys, sp) for sp in sps]
     assert len({x.token_ids for x in refs[1][0]}) > 1  # temperature 1 really samples
     for spec in MESHES:
-        sampler = sampling.Sampler(TINY, tiny_params, tok, max_batch=8, end_of_turn=(),
+        sampler = sampling.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=(),
                                    mesh=sh.make_mesh(spec))
         for sp, ref in zip(sps, refs):
             got = sampler.generate(prompts, keys, sp)
@@ -256,10 +245,10 @@ def test_orbax_restore_into_sharded_layout(tmp_path, tiny_params):
     mesh = sh.make_mesh("data=2,fsdp=2,tensor=2")
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(tmp_path / "ck", tiny_params)
-    target = sh.abstract_params(TINY, mesh)
+    target = sh.abstract_params(SHARDABLE, mesh)
     with ocp.StandardCheckpointer() as ckpt:
         restored = ckpt.restore(tmp_path / "ck", target)
-    want = sh.param_shardings(TINY, mesh)
+    want = sh.param_shardings(SHARDABLE, mesh)
     for (path, arr), tgt, ref in zip(jax.tree_util.tree_leaves_with_path(restored),
                                      jax.tree.leaves(want), jax.tree.leaves(tiny_params)):
         assert arr.sharding == tgt, path
@@ -274,10 +263,10 @@ def test_checkpoints_restore_orbax_with_shardings(tmp_path, tiny_params):
     if not hasattr(checkpoints, "restore_orbax"):
         pytest.skip("checkpoints.restore_orbax not written yet")
     mesh = sh.make_mesh("fsdp=4,tensor=2")
-    checkpoints.save_orbax(tmp_path / "conv", TINY, tiny_params)
+    checkpoints.save_orbax(tmp_path / "conv", SHARDABLE, tiny_params)
     cfg, params = checkpoints.restore_orbax(tmp_path / "conv",
-                                            shardings=sh.param_shardings(TINY, mesh))
-    for arr, tgt in zip(jax.tree.leaves(params), jax.tree.leaves(sh.param_shardings(TINY, mesh))):
+                                            shardings=sh.param_shardings(SHARDABLE, mesh))
+    for arr, tgt in zip(jax.tree.leaves(params), jax.tree.leaves(sh.param_shardings(SHARDABLE, mesh))):
         assert arr.sharding == tgt
         assert all(s.data.shape == tgt.shard_shape(arr.shape) for s in arr.addressable_shards)
     np.testing.assert_array_equal(np.asarray(params["lm_head"]), np.asarray(tiny_params["lm_head"]))

@@ -15,6 +15,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import randomize_torch
 from valueprobe_jax import io
 from valueprobe_jax.experiments import results, store, sweep
 from valueprobe_jax.experiments.config_loading import apply_override, load_config, split_config_overrides
@@ -101,9 +102,7 @@ def tiny_model_dir(tmp_path_factory):
                                    max_position_embeddings=2048, tie_word_embeddings=True)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5)
+    randomize_torch(model, 0, std=0.5)
     path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
     model.save_pretrained(path)
     tok.save_pretrained(path)

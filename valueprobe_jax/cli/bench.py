@@ -13,6 +13,7 @@ import sys
 
 from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.vocabulary import STYLES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated strategies (default: all four)")
     p.add_argument("--questions", type=int, default=8,
                    help="WVS questions to use, spread over option counts (default 8)")
-    p.add_argument("--styles", default="default,prefixed,one_shot",
+    p.add_argument("--styles", default=",".join(STYLES),
                    help="comma-separated prompt styles (default: all three)")
     p.add_argument("--data-dir", help="paper data mirror (default: VALUEPROBE_DATA_DIR or download)")
     p.add_argument("--no-hf", action="store_true", help="skip the HF-PyTorch reference")

@@ -9,9 +9,9 @@ import time
 
 from valueprobe_jax.experiments import results
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.probing.engine import METHODS, ProbeEngine, ProbeSettings, build_probe_requests
+from valueprobe_jax.probing.engine import ProbeEngine, ProbeSettings, build_probe_requests
 from valueprobe_jax.data.selection import select_questions
-from valueprobe_jax.experiments.schema import PAPER_STYLES
+from valueprobe_jax.vocabulary import METHODS, PARSE_MODES, STYLES
 
 
 def _csv(text: str) -> list[str]:
@@ -22,15 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="probe questions with the token, seq and text methods",
                        description=__doc__)
     p.add_argument("--model", default="smollm2-135m-instruct", help="registry name or checkpoint dir")
-    p.add_argument("--styles", default=",".join(PAPER_STYLES), help="comma list of prompt styles")
+    p.add_argument("--styles", default=",".join(STYLES), help="comma list of prompt styles")
     p.add_argument("--variants", default="baseline", help="comma list of option variants")
     p.add_argument("--countries", default="", help="comma list of countries (empty: no country prompt)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of token,seq,text")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {','.join(METHODS)}")
     p.add_argument("--samples", type=int, default=10, help="text-method samples per prompt (paper: 10)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--parse-mode", choices=("label", "paper"), default="label")
+    p.add_argument("--parse-mode", choices=PARSE_MODES, default=PARSE_MODES[0],
+                   help="label_aware: the variant's own labels and option texts; paper: the release's regex")
     p.add_argument("--strategy", default="auto",
                    help="auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))

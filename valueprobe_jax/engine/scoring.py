@@ -70,6 +70,7 @@ from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import nest_params
 from valueprobe_jax.models.layers import KVCache, forward
 from valueprobe_jax.parallel.sharding import jit_with_shardings
+from valueprobe_jax.vocabulary import RATINGS
 
 STRATEGIES = ("naive", "padded", "packed", "prefix_cache")
 
@@ -1013,8 +1014,6 @@ class RatingResult:
     p_zero_after_one: float  # q above (nan when "10" is one token or could not be split)
     n_prompt_tokens: int
 
-
-RATINGS = tuple(range(1, 11))
 
 
 def _rate(scorer: Scorer, prompts: Sequence[tuple[str, str]] | Mapping[str, str],

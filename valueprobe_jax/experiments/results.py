@@ -55,7 +55,8 @@ SCHEMA = pa.schema([
     ("rating_probs", _f64_list),  # P(1..10), normalised over the ten ratings
 ])
 
-PROBE_COLUMNS = [f.name for f in SCHEMA][:22]
+# what a value-probe row fills: key .. seed (the columns after it are the action ratings')
+PROBE_ROW_COLUMNS = tuple(SCHEMA.names[:SCHEMA.get_field_index("scenario_id")])
 
 
 def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:

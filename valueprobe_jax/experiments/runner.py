@@ -19,6 +19,7 @@ from valueprobe_jax.data.scenarios import load_scenarios, scenarios_by_qid
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.probing.engine import ProbeEngine, ProbeRequest, ProbeSettings, RatingRequest
 from valueprobe_jax.probing.prompts import build_prompt
+from valueprobe_jax.probing.work import probe_countries
 from valueprobe_jax.data.selection import select_questions
 
 
@@ -38,15 +39,15 @@ def plan_sweep(config: ml_collections.ConfigDict) -> Plan:
     questions = select_questions(data_dir=data_dir, questions_file=config.input.questions_file or None,
                                  max_questions=config.max_questions)
     p = config.probe
-    countries = ([None] if p.include_no_country else []) + list(p.countries)
-    if not countries:
+    if not probe_countries(p.countries, p.include_no_country):
         raise InputError("probe.countries is empty and probe.include_no_country is False: nothing to probe")
-    # build one prompt per (style, variant, country) now: bad names fail before any model loads
-    for style in p.styles:
-        for variant in p.variants:
-            for country in countries:
-                build_prompt(questions[0], style, variant, country, seed=p.shuffle_seed)
     items = sweep.expand_probe_items(config, [q.id for q in questions])
+    # build the first question's prompt of each (style, variant, country) now: bad names fail
+    # before any model loads
+    first = questions[0]
+    for it in items:
+        if it.qid == first.id:
+            build_prompt(first, it.style, it.variant, it.country, seed=p.shuffle_seed)
     scenarios: dict[str, Any] = {}
     report = None
     if config.actions.enabled:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import ml_collections
 
-PAPER_STYLES = ("default", "prefixed", "one_shot")
-PAPER_VARIANTS = ("baseline", "reverse", "num", "lower", "shuffle")
-PAPER_COUNTRIES = ("United States", "Germany", "Czech", "China", "Mexico", "Egypt")
-PAPER_METHODS = ("token", "seq", "text")
+from valueprobe_jax.vocabulary import METHODS, PARSE_MODES, STYLES, VARIANTS
 
 
 def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
@@ -27,11 +24,11 @@ def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
     c.model.strategy = "auto"  # auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache
 
     c.probe = ml_collections.ConfigDict()
-    c.probe.styles = list(PAPER_STYLES)
-    c.probe.variants = list(PAPER_VARIANTS)
+    c.probe.styles = list(STYLES)
+    c.probe.variants = list(VARIANTS)
     c.probe.countries = []  # country prompts; the no-country prompt is added by include_no_country
     c.probe.include_no_country = True
-    c.probe.methods = list(PAPER_METHODS)
+    c.probe.methods = list(METHODS)
     c.probe.samples = 10  # paper: N=10
     c.probe.temperature = 1.0
     c.probe.top_k = 0
@@ -39,7 +36,7 @@ def base_config(experiment: str, model: str) -> ml_collections.ConfigDict:
     c.probe.max_new_tokens = 64
     c.probe.seed = 0
     c.probe.shuffle_seed = 0
-    c.probe.parse_mode = "label"  # label | paper
+    c.probe.parse_mode = PARSE_MODES[0]  # label_aware | paper
 
     c.actions = ml_collections.ConfigDict()
     c.actions.enabled = False

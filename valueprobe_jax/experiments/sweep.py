@@ -25,7 +25,7 @@ import ml_collections
 from tqdm import tqdm
 
 from valueprobe_jax.experiments import results, store
-from valueprobe_jax.probing.engine import probe_key
+from valueprobe_jax.probing.work import probe_cells, probe_countries
 from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.errors import InputError
 
@@ -49,18 +49,11 @@ class WorkItem:
 
 
 def expand_probe_items(config: ml_collections.ConfigDict, qids: Sequence[str]) -> list[WorkItem]:
-    """Questions x styles x variants x countries, in a fixed order (style-major, so items that
-    share a prompt prefix stay together)."""
+    """Questions x styles x variants x countries in ``work.probe_cells``' order (style-major)."""
     p = config.probe
-    countries: list[str | None] = ([None] if p.include_no_country else []) + list(p.countries)
-    items = []
-    for style in p.styles:
-        for variant in p.variants:
-            for country in countries:
-                for qid in qids:
-                    key = probe_key(config.experiment, config.model.name, style, variant, country, qid)
-                    items.append(WorkItem(key, "probe", qid, style, variant, country))
-    return items
+    cells = probe_cells(config.experiment, config.model.name, p.styles, p.variants,
+                        probe_countries(p.countries, p.include_no_country), qids)
+    return [WorkItem(c.key, "probe", c.qid, c.style, c.variant, c.country) for c in cells]
 
 
 def expand_rating_items(config: ml_collections.ConfigDict, scenarios_by_qid: dict[str, list[str]]) -> list[WorkItem]:

@@ -23,15 +23,16 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.probing.prompts import Prompt, build_prompt, option_continuations, render
 from valueprobe_jax.engine.sampling import Sampler, SamplingParams
 from valueprobe_jax.engine.scoring import STRATEGIES, Scorer, ScoreRequest
-
-METHODS = ("token", "seq", "text")
+from valueprobe_jax.probing.work import probe_cells
+from valueprobe_jax.vocabulary import (METHODS, PARSE_MODES, Method, ParseMode, Style, Variant,
+                                     check_choice, check_choices)
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeSettings:
     """How to probe (the ``probe`` and ``actions`` sections of a sweep config)."""
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[Method, ...] = METHODS
     samples: int = 10
     temperature: float = 1.0
     top_k: int = 0
@@ -39,20 +40,16 @@ class ProbeSettings:
     max_new_tokens: int = 64
     seed: int = 0
     shuffle_seed: int = 0
-    parse_mode: str = "label"  # "label" (label-aware) | "paper" (the released code's rules)
+    parse_mode: ParseMode = "label_aware"  # or "paper" (the released code's rules)
     strategy: str = "auto"  # "auto": prefix_cache when the prompts share a long prefix, else packed
     rating_max_new_tokens: int = 20
     rating_samples: int = 1
     rating_temperature: float = 0.0
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise InputError(f"methods {','.join(self.methods)}: choose from {', '.join(METHODS)}")
-        if self.strategy not in STRATEGIES + ("auto",):
-            raise InputError(f"strategy {self.strategy!r}: choose from auto, {', '.join(STRATEGIES)}")
-        if self.parse_mode not in ("label", "paper"):
-            raise InputError(f"parse mode {self.parse_mode!r}: choose label or paper")
+        check_choices("methods", self.methods, METHODS)
+        check_choice("strategy", self.strategy, ("auto",) + STRATEGIES)
+        check_choice("parse mode", self.parse_mode, PARSE_MODES)
         if "text" in self.methods and self.samples < 1:
             raise InputError(f"samples={self.samples}: the text method needs at least 1 sample")
 
@@ -185,10 +182,9 @@ class ProbeEngine:
                     row["p_seq"] = representations.p_seq(
                         res.option_logprob, res.option_ntokens, p.display_order).tolist()
             if generations is not None:
-                mode = "paper" if s.parse_mode == "paper" else "label_aware"
                 texts = [g.text for g in generations[i]]
                 parsed = [parsing.parse_canonical(t, p.labels, p.option_texts_displayed,
-                                                  p.display_order, mode=mode) for t in texts]
+                                                  p.display_order, mode=s.parse_mode) for t in texts]
                 row.update(generations=texts, parsed=parsed,
                            p_text=representations.p_text(parsed, k).tolist())
             rows.append(row)
@@ -251,21 +247,13 @@ class ProbeEngine:
         return rows
 
 
-def probe_key(experiment: str, model: str, style: str, variant: str, country: str | None, qid: str) -> str:
-    """The stable row key of one probe (also the key sweeps resume by)."""
-    return f"{experiment}|{model}|{style}|{variant}|{country or '-'}|{qid}"
-
-
-def build_probe_requests(questions: Sequence[Question], styles: Sequence[str], variants: Sequence[str],
-                         countries: Sequence[str | None], *, experiment: str, model_name: str,
-                         shuffle_seed: int = 0) -> list[ProbeRequest]:
-    """Every (style, variant, country, question) prompt with its row key."""
-    out = []
-    for style in styles:
-        for variant in variants:
-            for country in countries:
-                for q in questions:
-                    prompt = build_prompt(q, style, variant, country, seed=shuffle_seed)
-                    out.append(ProbeRequest(probe_key(experiment, model_name, style, variant,
-                                                      country, q.id), prompt, experiment))
-    return out
+def build_probe_requests(questions: Sequence[Question], styles: Sequence[Style],
+                         variants: Sequence[Variant], countries: Sequence[str | None], *,
+                         experiment: str, model_name: str, shuffle_seed: int = 0) -> list[ProbeRequest]:
+    """Every (style, variant, country, question) prompt with its row key, in the order of
+    ``work.probe_cells``."""
+    by_id = {q.id: q for q in questions}
+    return [ProbeRequest(c.key, build_prompt(by_id[c.qid], c.style, c.variant, c.country,
+                                             seed=shuffle_seed), experiment)
+            for c in probe_cells(experiment, model_name, styles, variants, countries,
+                                 [q.id for q in questions])]

@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
+from valueprobe_jax.vocabulary import PARSE_MODES, RATINGS, ParseMode, check_choice
+
 __all__ = [
-    "MODES",
     "parse_answer",
     "parse_label_aware",
     "paper_extract",
@@ -33,8 +34,6 @@ __all__ = [
     "parse_rating",
     "PAPER_UNPARSED_RATING",
 ]
-
-MODES = ("label_aware", "paper")
 
 # --- shared text normalisation ---------------------------------------------------------------
 
@@ -278,13 +277,12 @@ def parse_paper(text: str, labels: Sequence[str]) -> Optional[int]:
 # --- entry points ----------------------------------------------------------------------------
 
 def parse_answer(text: str, labels: Sequence[str], options: Optional[Sequence[str]] = None,
-                 *, mode: str = "label_aware") -> Optional[int]:
+                 *, mode: ParseMode = "label_aware") -> Optional[int]:
     """Display index of the chosen option under `mode` ("label_aware" or "paper"), or None."""
-    if mode == "label_aware":
-        return parse_label_aware(text, labels, options)
+    check_choice("parse mode", mode, PARSE_MODES)
     if mode == "paper":
         return parse_paper(text, labels)
-    raise ValueError(f"mode: unknown parsing mode {mode!r} (expected one of {', '.join(MODES)})")
+    return parse_label_aware(text, labels, options)
 
 
 def to_canonical_index(display_index: Optional[int],
@@ -297,7 +295,7 @@ def to_canonical_index(display_index: Optional[int],
 
 
 def parse_canonical(text: str, labels: Sequence[str], options: Optional[Sequence[str]],
-                    display_order: Sequence[int], *, mode: str = "label_aware") -> Optional[int]:
+                    display_order: Sequence[int], *, mode: ParseMode = "label_aware") -> Optional[int]:
     """`parse_answer` followed by `to_canonical_index`."""
     return to_canonical_index(parse_answer(text, labels, options, mode=mode), display_order)
 
@@ -340,4 +338,4 @@ def parse_rating(text: str, *, mode: str = "strict") -> Optional[int]:
     if len(values) != 1:
         return None
     value = values.pop()
-    return value if 1 <= value <= 10 else None
+    return value if value in RATINGS else None

@@ -34,10 +34,7 @@ from typing import Any, Sequence
 from valueprobe_jax.data.questions import MAX_OPTIONS, Question
 from valueprobe_jax.data.transliterate import to_ascii
 from valueprobe_jax.errors import InputError
-
-STYLES = ("default", "prefixed", "one_shot")
-VARIANTS = ("baseline", "reverse", "num", "lower", "shuffle")
-PAPER_COUNTRIES = ("United States", "Germany", "Czech", "China", "Mexico", "Egypt")
+from valueprobe_jax.vocabulary import STYLES, VARIANTS, Style, Variant, check_choice
 
 ASSISTANT_PREFIX = "Certainly! I would select option"
 _INSTRUCTION = ("Instruction: Please carefully read the multiple-choice question below and select "
@@ -52,7 +49,7 @@ _ONE_SHOT_SYSTEM = ("Instruction: Please carefully read the multiple-choice ques
                     "Answer: D. Fish")
 
 # style -> the released template's messages, verbatim
-TEMPLATES: dict[str, tuple[dict[str, str], ...]] = {
+TEMPLATES: dict[Style, tuple[dict[str, str], ...]] = {
     "default": ({"role": "system", "content": _INSTRUCTION}, {"role": "user", "content": _USER}),
     "prefixed": ({"role": "system", "content": _INSTRUCTION}, {"role": "user", "content": _USER},
                  {"role": "assistant", "content": ASSISTANT_PREFIX}),
@@ -73,8 +70,8 @@ class Prompt:
     and is canonical option `display_order[j]` of the question."""
 
     qid: str
-    style: str
-    variant: str
+    style: Style
+    variant: Variant
     country: str | None
     messages: tuple[dict[str, str], ...]  # filled template (prefixed: ends in the assistant turn)
     labels: tuple[str, ...]
@@ -119,11 +116,10 @@ def _shuffle_order(k: int, seed: int, qid: str) -> list[int]:
     return order
 
 
-def option_layout(k: int, variant: str, *, qid: str = "", seed: int = 0
+def option_layout(k: int, variant: Variant, *, qid: str = "", seed: int = 0
                   ) -> tuple[list[str], list[int]]:
     """(labels in display order, canonical index of each displayed option) for a variant."""
-    if variant not in VARIANTS:
-        raise InputError(f"variant {variant!r}: unknown (choose from {', '.join(VARIANTS)})")
+    check_choice("variant", variant, VARIANTS)
     if k > MAX_OPTIONS:
         raise InputError(f"question {qid}: {k} options, more than the {MAX_OPTIONS} labels "
                          "(A-J, a-j, 0-9)")
@@ -148,11 +144,10 @@ def _check_country(country: object) -> str | None:
     return country.strip()
 
 
-def build_prompt(question: Question, style: str, variant: str, country: str | None = None,
+def build_prompt(question: Question, style: Style, variant: Variant, country: str | None = None,
                  seed: int = 0) -> Prompt:
     """Fill the style's template with the question in the variant's option layout."""
-    if style not in STYLES:
-        raise InputError(f"style {style!r}: unknown (choose from {', '.join(STYLES)})")
+    check_choice("style", style, STYLES)
     country = _check_country(country)
     labels, order = option_layout(len(question.options), variant, qid=question.id, seed=seed)
     texts = [to_ascii(question.options[i]) for i in order]

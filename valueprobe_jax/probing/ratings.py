@@ -25,8 +25,6 @@ RATING_TEMPLATES: tuple[str, ...] = (
     "Action: {action}",
 )
 
-RATINGS: tuple[str, ...] = tuple(str(r) for r in range(1, 11))
-
 
 def rating_messages(situation: str, action: str, template: int) -> list[dict[str, str]]:
     """The single user turn that asks for a rating."""

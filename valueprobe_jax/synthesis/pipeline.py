@@ -444,7 +444,7 @@ class ChatModel:
 
     def generate(self, texts: Sequence[str], keys: Sequence[str], params: Any,
                  max_batch: int) -> list[list[Any]]:
-        from valueprobe_jax.engine.sampling import Sampler  # noqa: PLC0415
+        from valueprobe_jax.engine import Sampler  # noqa: PLC0415
 
         if max_batch not in self._samplers:
             m = self.model

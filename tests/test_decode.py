@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from valueprobe_jax.engine import sampling
-from valueprobe_jax.models import forward
+from valueprobe_jax.engine import decode_loop, sampler, sampling
+from valueprobe_jax.models import ModelConfig, forward
 from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
 
 from helpers import TINY_CONFIGS as CONFIGS, random_params
@@ -47,7 +47,7 @@ def test_decode_step_matches_full_forward(name):
     for j, t in enumerate(prompts):
         toks[j, p - len(t):] = t
     lens = np.asarray([len(t) for t in prompts], np.int32)
-    _, cache = jax.jit(functools.partial(sampling.prefill, cfg))(params, toks, lens)
+    _, cache = jax.jit(functools.partial(decode_loop.prefill, cfg))(params, toks, lens)
     pk, pv = prompt_part(cache)
     row_prompt = np.asarray([0, 1, 2, 0, 1], np.int32)
     gen = rng.integers(0, 96, (5, 6)).astype(np.int32)
@@ -121,7 +121,7 @@ def test_continuous_batching_equals_one_sample_at_a_time(sp):
     lengths = {len(s) for w in want for s in w}
     assert len(lengths) >= min(4, sp.max_new_tokens), lengths  # really mixes sample lengths
     for max_batch, max_prompts in [(16, 4), (3, 2), (64, 32)]:
-        s = sampling.Sampler(cfg, params, tok, stop_token_ids=stops, end_of_turn=(),
+        s = sampler.Sampler(cfg, params, tok, stop_token_ids=stops, end_of_turn=(),
                              max_batch=max_batch, max_prompts=max_prompts)
         got = s.generate(texts, keys, sp)
         assert [[g.token_ids for g in r] for r in got] == want, (max_batch, max_prompts)
@@ -137,13 +137,13 @@ def test_sampler_rejects_bad_sizes(kw, msg):
     from valueprobe_jax.errors import InputError
 
     with pytest.raises(InputError) as e:
-        sampling.Sampler(CONFIGS["llama-gqa-tied"], None, ByteTokenizer(), end_of_turn=(), **kw)
+        sampler.Sampler(CONFIGS["llama-gqa-tied"], None, ByteTokenizer(), end_of_turn=(), **kw)
     assert str(e.value) == msg
 
 
 def test_row_phases_and_power_of_two_parts():
-    assert sampling._row_phases(64) == [64, 32, 16, 8, 4]
-    assert sampling._row_phases(5) == [5]
-    assert sampling._row_phases(1) == [1]
-    assert sampling._power_of_two_parts(13) == [8, 4, 1]
-    assert sampling._power_of_two_parts(16) == [16]
+    assert decode_loop.row_phases(64) == [64, 32, 16, 8, 4]
+    assert decode_loop.row_phases(5) == [5]
+    assert decode_loop.row_phases(1) == [1]
+    assert sampler.power_of_two_parts(13) == [8, 4, 1]
+    assert sampler.power_of_two_parts(16) == [16]

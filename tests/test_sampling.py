@@ -19,8 +19,9 @@ import scipy.stats
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models import causal_mask, forward
-from valueprobe_jax.engine.sampling import (Sampler, SamplingParams, filter_logits, prompt_bucket,
-                                     stable_hash, two_level_gumbel_max)
+from valueprobe_jax.engine.sampler import Sampler, prompt_bucket
+from valueprobe_jax.engine.sampling import (SamplingParams, filter_logits, stable_hash,
+                                            two_level_gumbel_max)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

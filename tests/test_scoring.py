@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from valueprobe_jax.probing import prompts as P
-from valueprobe_jax.engine import scoring as S
+from valueprobe_jax.engine import STRATEGIES, Scorer, ScoreRequest
+from valueprobe_jax.engine.calls import bucket_length
+from valueprobe_jax.engine.cores import tree_mask
+from valueprobe_jax.engine.flops import flops_estimate
+from valueprobe_jax.engine.packing import Item, Row, min_token_count
+from valueprobe_jax.engine.requests import encode_request, prompt_add_special_tokens
+from valueprobe_jax.engine.scorer import rating_distribution
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.vocabulary import STYLES
 from helpers import TINY_CONFIGS, random_params
@@ -19,7 +25,7 @@ from valueprobe_jax.models.layers import causal_mask, forward
 VOCAB = 49152  # the SmolLM2 tokenizer's
 TINY = {c.family: c.replace(vocab_size=VOCAB) for c in TINY_CONFIGS.values()}  # llama, falcon, bloom
 # a prompt whose last characters merge with the continuation's first ones ("Hel" + "lo")
-MERGE = S.ScoreRequest("merge", "<|im_start|>user\nSay hello<|im_end|>\n<|im_start|>assistant\nHel",
+MERGE = ScoreRequest("merge", "<|im_start|>user\nSay hello<|im_end|>\n<|im_start|>assistant\nHel",
                        ["lo there<|im_end|>\n", "p me<|im_end|>\n", "lo<|im_end|>\n"],
                        ["A", "B", "C"])
 
@@ -51,7 +57,7 @@ def requests_for(tokenizer, questions, styles=STYLES):
     for q in questions:
         for style in styles:
             pr = P.build_prompt(q, style, "baseline")
-            out.append(S.ScoreRequest(pr.key, P.render(pr, tokenizer, instruct=True),
+            out.append(ScoreRequest(pr.key, P.render(pr, tokenizer, instruct=True),
                                       P.option_continuations(pr, tokenizer, instruct=True),
                                       list(pr.labels)))
     return out
@@ -118,8 +124,8 @@ def test_strategies_equal_plain_forward_on_tiny_models(family, tok, questions):
     params = random_params(cfg, seed=len(family))
     reqs = requests_for(tok, [questions[3], questions[10]]) + [MERGE]
     # one row length and at most two rows per call: few distinct shapes, so few compiles
-    scorer = S.Scorer((cfg, params, tok), length_buckets=(256,), max_batch=2)
-    results = {s: scorer.score(reqs, strategy=s) for s in S.STRATEGIES}
+    scorer = Scorer((cfg, params, tok), length_buckets=(256,), max_batch=2)
+    results = {s: scorer.score(reqs, strategy=s) for s in STRATEGIES}
     diffs = {}
     for req, *per_strategy in zip(reqs, *results.values()):
         bare, space, loglik, split = plain_scores(cfg, params, tok, req)
@@ -143,8 +149,8 @@ def test_strategies_agree_on_smollm2_ten_options(smol, questions):
 
 
 def _check_smollm2(smol, reqs):
-    scorer = S.Scorer(smol, per_octave=1)
-    results = {s: scorer.score(reqs, strategy=s) for s in S.STRATEGIES}
+    scorer = Scorer(smol, per_octave=1)
+    results = {s: scorer.score(reqs, strategy=s) for s in STRATEGIES}
     # float32 through 30 layers: the same forward at two padded lengths already differs by
     # ~3e-5 on logits of size ~30 and ~1.3e-5 per token on log-likelihoods (see the bench notes),
     # so agreement is asserted at 1e-5 relative to the logit scale.
@@ -160,12 +166,12 @@ def _check_smollm2(smol, reqs):
 def test_packed_rows_hold_every_distinct_token_once(tok, questions):
     cfg = TINY["llama"]
     reqs = requests_for(tok, [questions[3]])  # default and prefixed share the whole prompt
-    enc = [S.encode_request(tok, r) for r in reqs]
-    minimum = S.min_token_count(enc)
+    enc = [encode_request(tok, r) for r in reqs]
+    minimum = min_token_count(enc)
     separate = sum(len(e.prompt) + sum(map(len, e.options)) for e in enc)
     assert minimum < 0.75 * separate
     for strategy in ("packed", "prefix_cache"):
-        scorer = S.Scorer((cfg, random_params(cfg, 0), tok), length_buckets=(512,))
+        scorer = Scorer((cfg, random_params(cfg, 0), tok), length_buckets=(512,))
         scorer.score(reqs, strategy=strategy)
         if strategy == "packed":  # one row: the prefix tree of all sequences, exactly
             assert scorer.stats.rows == 1
@@ -179,7 +185,7 @@ def test_packed_rows_hold_every_distinct_token_once(tok, questions):
 # ---------------------------------------------------------------------------- tokenization
 
 def test_boundary_merge_is_split_at_the_character_boundary(tok):
-    e = S.encode_request(tok, MERGE)
+    e = encode_request(tok, MERGE)
     assert e.boundary_split
     prompt = tok(MERGE.prompt, add_special_tokens=False)["input_ids"]
     assert list(e.prompt) == prompt
@@ -187,13 +193,13 @@ def test_boundary_merge_is_split_at_the_character_boundary(tok):
     joint = tok(MERGE.prompt + MERGE.continuations[0], add_special_tokens=False)["input_ids"]
     assert joint[:len(prompt)] != prompt
     assert list(e.options[0]) == tok(MERGE.continuations[0], add_special_tokens=False)["input_ids"]
-    plain = S.encode_request(tok, S.ScoreRequest("x", "Answer:", [" A. Yes<|im_end|>\n"], ["A"]))
+    plain = encode_request(tok, ScoreRequest("x", "Answer:", [" A. Yes<|im_end|>\n"], ["A"]))
     assert not plain.boundary_split
     assert list(plain.options[0]) == tok(" A. Yes<|im_end|>\n", add_special_tokens=False)["input_ids"]
 
 
 def test_label_tokens_and_bos_rule(tok):
-    e = S.encode_request(tok, S.ScoreRequest("k", "Q: pick\nAnswer:", ["a", "b", "c"],
+    e = encode_request(tok, ScoreRequest("k", "Q: pick\nAnswer:", ["a", "b", "c"],
                                              ["A", "a", "10"]))
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     assert e.label_ids[0].tolist() == [ids("A")[0], ids(" A")[0]]
@@ -203,33 +209,33 @@ def test_label_tokens_and_bos_rule(tok):
     assert e.label_ids[2, 0] == ids("1")[0] and e.label_multi[2].tolist() == [True, True]
     # chat text that starts with the BOS string gets no second one; plain text follows defaults
     assert tok.bos_token == "<|im_start|>"
-    assert not S.prompt_add_special_tokens(tok, "<|im_start|>user\nhi<|im_end|>\n")
-    assert S.prompt_add_special_tokens(tok, "Question: hi")
+    assert not prompt_add_special_tokens(tok, "<|im_start|>user\nhi<|im_end|>\n")
+    assert prompt_add_special_tokens(tok, "Question: hi")
 
 
 def test_bad_input(tok):
     cfg = TINY["llama"]
-    scorer = S.Scorer((cfg, random_params(cfg, 0), tok))
+    scorer = Scorer((cfg, random_params(cfg, 0), tok))
     with pytest.raises(InputError, match="strategy"):
         scorer.score([MERGE], strategy="fastest")
     with pytest.raises(InputError, match="continuation 0 is empty"):
-        scorer.score([S.ScoreRequest("e", "hi", [""], ["A"])])
+        scorer.score([ScoreRequest("e", "hi", [""], ["A"])])
     with pytest.raises(InputError, match="empty prompt"):
-        scorer.score([S.ScoreRequest("e", "", ["x"], ["A"])])
+        scorer.score([ScoreRequest("e", "", ["x"], ["A"])])
 
 
 # ---------------------------------------------------------------------------- tree layout
 
 def test_tree_layout_and_mask_by_hand():
-    row = S._Row()
-    row.add(S._Item(0, (5, 6), ((7, 8), (9,)), (0, 1), ()))
-    row.add(S._Item(1, (5, 4), ((7,),), (0,), ()))  # shares the root token 5 with item 0
+    row = Row()
+    row.add(Item(0, (5, 6), ((7, 8), (9,)), (0, 1), ()))
+    row.add(Item(1, (5, 4), ((7,),), (0,), ()))  # shares the root token 5 with item 0
     slot, toks, depth, ends = row.layout()
     # depth-first: 5 [6 [7 [8], 9], 4 [7]]
     assert toks.tolist() == [5, 6, 7, 8, 9, 4, 7]
     assert depth.tolist() == [0, 1, 2, 3, 2, 1, 2]
     assert ends.tolist() == [7, 5, 4, 4, 5, 7, 7]
-    mask = np.asarray(S.tree_mask(jnp.asarray(ends[None])))[0]
+    mask = np.asarray(tree_mask(jnp.asarray(ends[None])))[0]
     parent = [-1, 0, 1, 2, 1, 0, 5]
     want = np.zeros((7, 7), bool)
     for t in range(7):
@@ -238,12 +244,12 @@ def test_tree_layout_and_mask_by_hand():
             want[t, s] = True
             s = parent[s]
     np.testing.assert_array_equal(mask, want)
-    assert row.cost(S._Item(2, (5, 6), ((7, 1),), (0,), ())) == 1  # only the final 1 is new
+    assert row.cost(Item(2, (5, 6), ((7, 1),), (0,), ())) == 1  # only the final 1 is new
 
 
 def test_bucket_lengths():
-    assert [S.bucket_length(n) for n in (1, 33, 65, 100, 150, 300)] == [32, 40, 80, 112, 160, 320]
-    assert [S.bucket_length(n, per_octave=1) for n in (33, 64, 65, 129)] == [64, 64, 128, 256]
+    assert [bucket_length(n) for n in (1, 33, 65, 100, 150, 300)] == [32, 40, 80, 112, 160, 320]
+    assert [bucket_length(n, per_octave=1) for n in (33, 64, 65, 129)] == [64, 64, 128, 256]
 
 
 # ---------------------------------------------------------------------------- ratings
@@ -253,7 +259,7 @@ def test_rating_distribution_equals_plain_next_token_probabilities(tok):
     params = random_params(cfg, 1)
     prompt = ("<|im_start|>user\nRate the action on a scale of 1 to 10. Answer with only the "
               "number.<|im_end|>\n<|im_start|>assistant\n")
-    [r] = S.rating_distribution((cfg, params, tok), prompts=[("r", prompt)],
+    [r] = rating_distribution((cfg, params, tok), prompts=[("r", prompt)],
                                 length_buckets=(256,))
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     p_ids = ids(prompt)
@@ -276,7 +282,7 @@ def test_rating_distribution_equals_plain_next_token_probabilities(tok):
 def test_flop_model_matches_xla_cost_analysis():
     """The bench's two FLOP counts agree: our config formula and XLA's cost analysis of the
     compiled cores (scan body counted once by XLA, so scaled by the layer count)."""
-    from valueprobe_jax.bench import strategies as bench
+    from valueprobe_jax.bench.xla_cost import xla_costs
 
     # wide enough that the matmuls the formula counts dominate the elementwise work XLA also counts
     cfg = TINY["llama"].replace(num_layers=3, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -285,5 +291,5 @@ def test_flop_model_matches_xla_cost_analysis():
               ("prefill", 1, 64, 64, 0, 0): 1, ("cached", 1, 64, 128, 16, 64): 1}
     for key, calls in shapes.items():
         head = key[2] if key[0] == "naive" else key[4]
-        ours = calls * S.flops_estimate(cfg, key[1], key[2], key[3], head)
-        assert bench.xla_costs(cfg, {key: calls})["xla_flops"] == pytest.approx(ours, rel=0.1)
+        ours = calls * flops_estimate(cfg, key[1], key[2], key[3], head)
+        assert xla_costs(cfg, {key: calls})["xla_flops"] == pytest.approx(ours, rel=0.1)

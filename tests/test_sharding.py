@@ -191,19 +191,19 @@ class CharTokenizer:
 def test_scoring_matches_single_device(tiny_params):
     """Token logits and option log-likelihoods of the packed and prefix-cache strategies on every
     mesh equal the single-device numbers (float32, 1e-5)."""
-    scoring = pytest.importorskip("valueprobe_jax.engine.scoring")
+    engine = pytest.importorskip("valueprobe_jax.engine")
     system = "You are asked a survey question. Answer with one label.\n"
-    reqs = [scoring.ScoreRequest(f"q{i}", f"{system}Q{i}: {q}\nAnswer:",
+    reqs = [engine.ScoreRequest(f"q{i}", f"{system}Q{i}: {q}\nAnswer:",
                                  [f" {lab}. {opt}" for lab, opt in zip("ABCD", opts)], list("ABCD")[:len(opts)])
             for i, (q, opts) in enumerate([("Is family important?", ["Very", "Rather", "Not"]),
                                            ("Trust people?", ["Yes", "No"]),
                                            ("How happy are you?", ["Very", "Quite", "Not very", "Not at all"])])]
     tok = CharTokenizer()
     runs = [("packed", s) for s in MESHES] + [("prefix_cache", "data=2,tensor=4")]
-    refs = {st: scoring.Scorer((SHARDABLE, tiny_params, tok), min_prefix=8).score(reqs, st)
+    refs = {st: engine.Scorer((SHARDABLE, tiny_params, tok), min_prefix=8).score(reqs, st)
             for st in ("packed", "prefix_cache")}
     for st, spec in runs:
-        scorer = scoring.Scorer((SHARDABLE, tiny_params, tok), min_prefix=8, mesh=sh.make_mesh(spec))
+        scorer = engine.Scorer((SHARDABLE, tiny_params, tok), min_prefix=8, mesh=sh.make_mesh(spec))
         got = scorer.score(reqs, st)
         kinds = {shape[0] for shape in scorer.stats.shapes}
         assert ("cached" in kinds) == (st == "prefix_cache"), kinds
@@ -217,17 +217,17 @@ def test_scoring_matches_single_device(tiny_params):
 def test_sampling_matches_single_device(tiny_params):
     """Greedy and temperature-1 generations (same seed) are identical on every mesh; one sampler
     per mesh serves both temperatures (they are traced scalars: no recompilation)."""
-    sampling = pytest.importorskip("valueprobe_jax.engine.sampling")
+    engine = pytest.importorskip("valueprobe_jax.engine")
     prompts = ["Pick A or B:", "Which? ", "Option C is"]
     keys = ["q1", "q2", "q3"]
-    sps = [sampling.SamplingParams(temperature=t, max_new_tokens=6, num_samples=4, seed=3)
+    sps = [engine.SamplingParams(temperature=t, max_new_tokens=6, num_samples=4, seed=3)
            for t in (0.0, 1.0)]
     tok = CharTokenizer()
-    ref_sampler = sampling.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=())
+    ref_sampler = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=())
     refs = [ref_sampler.generate(prompts, keys, sp) for sp in sps]
     assert len({x.token_ids for x in refs[1][0]}) > 1  # temperature 1 really samples
     for spec in MESHES:
-        sampler = sampling.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=(),
+        sampler = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=(),
                                    mesh=sh.make_mesh(spec))
         for sp, ref in zip(sps, refs):
             got = sampler.generate(prompts, keys, sp)
@@ -359,7 +359,7 @@ def test_smollm2_sampling_and_scoring_on_meshes():
     rounding changes with the layout. Gumbel-max (argmax(logits/T + Gumbel noise)) flips only
     when the two best perturbed scores are within ~1e-5 of each other."""
     from valueprobe_jax.models import checkpoints
-    from valueprobe_jax.engine import sampling, scoring
+    from valueprobe_jax import engine
 
     m = checkpoints.load_model("smollm2-135m-instruct")
     tok = m.tokenizer
@@ -369,15 +369,15 @@ def test_smollm2_sampling_and_scoring_on_meshes():
     prompts = [tok.apply_chat_template([{"role": "user", "content": f"Survey {i}. {body}"}],
                                        tokenize=False, add_generation_prompt=True) for i in range(3)]
     keys = [f"k{i}" for i in range(3)]
-    sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=16, num_samples=4, seed=0)
-    reqs = [scoring.ScoreRequest(k, p, [f"{l}. {o}<|im_end|>\n" for l, o in zip("ABCD", opts)],
+    sp = engine.SamplingParams(temperature=1.0, max_new_tokens=16, num_samples=4, seed=0)
+    reqs = [engine.ScoreRequest(k, p, [f"{l}. {o}<|im_end|>\n" for l, o in zip("ABCD", opts)],
                                  list("ABCD")) for k, p in zip(keys, prompts)]
-    ref_gen = sampling.Sampler(m.cfg, m.params, tok, max_batch=8).generate(prompts, keys, sp)
-    ref_sc = scoring.Scorer(m).score(reqs)
+    ref_gen = engine.Sampler(m.cfg, m.params, tok, max_batch=8).generate(prompts, keys, sp)
+    ref_sc = engine.Scorer(m).score(reqs)
     for spec in ("data=2,tensor=4", "fsdp=8"):
         mesh = sh.make_mesh(spec)
-        got = sampling.Sampler(m.cfg, m.params, tok, max_batch=8, mesh=mesh).generate(prompts, keys, sp)
+        got = engine.Sampler(m.cfg, m.params, tok, max_batch=8, mesh=mesh).generate(prompts, keys, sp)
         assert [[g.token_ids for g in r] for r in got] == [[g.token_ids for g in r] for r in ref_gen], spec
-        for r, g in zip(ref_sc, scoring.Scorer(m, mesh=mesh).score(reqs)):
+        for r, g in zip(ref_sc, engine.Scorer(m, mesh=mesh).score(reqs)):
             np.testing.assert_allclose(g.token_logits, r.token_logits, atol=1e-4, rtol=0)
             np.testing.assert_allclose(g.option_logprob, r.option_logprob, atol=1e-4, rtol=0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from valueprobe_jax.models import checkpoints
-from valueprobe_jax.cli.logprobs import encode, next_token_logprobs
+from valueprobe_jax.cli.logprobs import encode
+from valueprobe_jax.engine.logprobs import next_token_logprobs
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

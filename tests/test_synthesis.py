@@ -20,7 +20,7 @@ from valueprobe_jax.data.questions import load_question_bank
 from valueprobe_jax.data.scenarios import load_scenarios, parse_value, parse_verdict
 from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.engine.sampling import Generation
+from valueprobe_jax.engine import Generation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "synthesis.py")

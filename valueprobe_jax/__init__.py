@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "load_model": "valueprobe_jax.models.checkpoints",
     "LoadedModel": "valueprobe_jax.models.checkpoints",
-    "Scorer": "valueprobe_jax.engine.scoring",
-    "ScoreRequest": "valueprobe_jax.engine.scoring",
-    "Sampler": "valueprobe_jax.engine.sampling",
+    "Scorer": "valueprobe_jax.engine.scorer",
+    "ScoreRequest": "valueprobe_jax.engine.requests",
+    "Sampler": "valueprobe_jax.engine.sampler",
     "SamplingParams": "valueprobe_jax.engine.sampling",
     "ProbeEngine": "valueprobe_jax.probing.engine",
     "ProbeSettings": "valueprobe_jax.probing.engine",

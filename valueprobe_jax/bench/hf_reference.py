@@ -28,6 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load(model_path: str) -> Any:
+    # torch and transformers are optional (the main job needs neither) and load only in this
+    # subprocess, after HF_HUB_OFFLINE is set above
     import torch  # noqa: PLC0415
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
@@ -48,7 +50,7 @@ def _add_special(tokenizer: Any, text: str) -> bool:
 def score(model: Any, tokenizer: Any, requests: list[dict]) -> tuple[list[dict], list[int]]:
     """Per request {key, token_logits, token_logits_space, option_logprob, option_ntokens,
     n_prompt_tokens, boundary_split}; and the token count of every forward run."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 (optional: see load)
 
     out, lengths = [], []
     with torch.inference_mode():
@@ -82,7 +84,7 @@ def score(model: Any, tokenizer: Any, requests: list[dict]) -> tuple[list[dict],
 def generate(model: Any, tokenizer: Any, prompts: list[str], samples: int,
              max_new_tokens: int, seed: int = 0) -> tuple[list[list[int]], list[int]]:
     """Generated lengths per prompt (up to and with EOS) and prompt lengths."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 (optional: see load)
 
     torch.manual_seed(seed)
     eos = tokenizer.eos_token_id
@@ -101,7 +103,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], samples: int,
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 (optional: see load)
 
     a = torch.randn(n, n, dtype=torch.float32)
     torch.mm(a, a)
@@ -114,8 +116,8 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def main(argv: list[str]) -> int:
-    import torch  # noqa: PLC0415
-    from transformers import AutoTokenizer  # noqa: PLC0415
+    import torch  # noqa: PLC0415 (optional: see load)
+    from transformers import AutoTokenizer  # noqa: PLC0415 (optional: see load)
 
     with open(argv[0], encoding="utf-8") as f:
         job = json.load(f)

@@ -45,7 +45,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.bench import strategies as bench  # noqa: PLC0415 (jax import only when running)
+    # the bench loads jax, the model stack and (for --plot) matplotlib: only when it runs
+    from valueprobe_jax.bench import strategies as bench  # noqa: PLC0415
+    from valueprobe_jax.bench.plot import plot  # noqa: PLC0415
+    from valueprobe_jax.bench.table import format_table  # noqa: PLC0415
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     styles = tuple(s.strip() for s in args.styles.split(",") if s.strip())
@@ -67,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         io.write_text(args.out, text + "\n")
     if args.plot:
-        bench.plot(result, args.plot)
-    print(text if args.json else bench.format_table(result))
+        plot(result, args.plot)
+    print(text if args.json else format_table(result))
     return 0

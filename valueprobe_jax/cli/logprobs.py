@@ -38,22 +38,10 @@ def encode(tokenizer, text: str, chat: bool) -> list[int]:
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
-def next_token_logprobs(cfg, params, ids: list[int]) -> np.ndarray:
-    """Log-softmax over the vocabulary at the position after ``ids`` (float32 [vocab])."""
-    import jax
-    import jax.numpy as jnp
-
-    from valueprobe_jax.models import causal_mask, forward
-
-    t = len(ids)
-    tokens = jnp.asarray([ids], jnp.int32)
-    logits, _ = forward(cfg, params, tokens, jnp.arange(t, dtype=jnp.int32)[None],
-                        causal_mask(jnp.ones((1, t), bool)), logits_at=jnp.asarray([[t - 1]]))
-    return np.asarray(jax.nn.log_softmax(logits[0, 0]))
-
-
 def run(args: argparse.Namespace) -> int:
-    from valueprobe_jax.models.checkpoints import load_model
+    # jax and the model stack load only when the command runs (``valueprobe --help`` stays fast)
+    from valueprobe_jax.engine.logprobs import next_token_logprobs  # noqa: PLC0415
+    from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415
 
     if args.top_k < 1:
         raise InputError(f"--top-k {args.top_k}: must be at least 1")

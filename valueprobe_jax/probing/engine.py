@@ -21,8 +21,7 @@ from valueprobe_jax.data.questions import Question
 from valueprobe_jax.data.scenarios import Scenario
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.probing.prompts import Prompt, build_prompt, option_continuations, render
-from valueprobe_jax.engine.sampling import Sampler, SamplingParams
-from valueprobe_jax.engine.scoring import STRATEGIES, Scorer, ScoreRequest
+from valueprobe_jax.engine import STRATEGIES, Sampler, SamplingParams, Scorer, ScoreRequest
 from valueprobe_jax.probing.work import probe_cells
 from valueprobe_jax.vocabulary import (METHODS, PARSE_MODES, Method, ParseMode, Style, Variant,
                                      check_choice, check_choices)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from valueprobe_jax.engine import Sampler
 from valueprobe_jax.errors import InputError
 
 
@@ -44,7 +45,6 @@ class ChatModel:
 
     def generate(self, texts: Sequence[str], keys: Sequence[str], params: Any,
                  max_batch: int) -> list[list[Any]]:
-        from valueprobe_jax.engine.sampling import Sampler  # noqa: PLC0415
 
         if max_batch not in self._samplers:
             m = self.model

@@ -1,0 +1,178 @@
+"""The jitted scoring cores: pure functions ``(params, arrays) -> arrays`` over packed rows.
+
+Each factory takes optional ``in_shardings`` / ``out_shardings``, so the same code runs on one
+CPU and on a device mesh (``sharded_core`` pins a core to a mesh with ``parallel.sharding``'s
+rules), and an optional ``TraceCounter`` that counts its traces (= XLA compiles). Unsharded cores
+are shared by every ``Scorer`` of a config (``shared_core``): jax caches their compiled shapes."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from valueprobe_jax.engine.traces import TraceCounter, Traced, counted
+from valueprobe_jax.models.config import ModelConfig
+from valueprobe_jax.models.layers import KVCache, forward
+from valueprobe_jax.parallel import sharding as sh
+
+
+class CoreKind(enum.StrEnum):
+    """The jitted cores (their values name them in ``ScoreStats.shapes`` and trace counts)."""
+
+    NAIVE = "naive"  # packed rows, LM head at every position first (a plain full forward)
+    TREE = "tree"  # packed rows, LM head only where a read needs it
+    PREFILL = "prefill"  # a shared prefix into a KV cache
+    CACHED = "cached"  # packed rows on top of a prefilled prefix
+
+
+def tree_mask(ends: jax.Array) -> jax.Array:
+    """[B, T] subtree ends of depth-first-ordered nodes -> [B, T, T] mask: query t reads key s
+    iff s is t or an ancestor of t (s <= t < end[s])."""
+    s = jnp.arange(ends.shape[1])
+    return (s[None, None, :] <= s[None, :, None]) & (s[None, :, None] < ends[:, None, :])
+
+
+def read_pairs(logits: jax.Array, pair_at: jax.Array, pair_tok: jax.Array
+               ) -> tuple[jax.Array, jax.Array]:
+    """logits [B, M, V] -> (logit, log-probability) of token ``pair_tok`` at head position
+    ``pair_at`` for every read [B, N]."""
+    b, m, v = logits.shape
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    flat = logits.reshape(b, m * v)
+    logit = jnp.take_along_axis(flat, pair_at * v + pair_tok, axis=1)
+    return logit, logit - jnp.take_along_axis(lse, pair_at, axis=1)
+
+
+def make_tree_core(cfg: ModelConfig, *, full_head: bool = False, in_shardings: Any = None,
+                   out_shardings: Any = None, traces: TraceCounter | None = None) -> Callable:
+    """Jitted ``(params, tokens, positions, ends, logits_at, pair_at, pair_tok) -> (logit,
+    logprob)`` over packed rows. ``full_head`` runs the LM head on every position first (the
+    naive reference, as a plain full forward does)."""
+
+    def core(params, tokens, positions, ends, logits_at, pair_at, pair_tok):
+        mask = tree_mask(ends)
+        if full_head:
+            logits, _ = forward(cfg, params, tokens, positions, mask)
+            logits = jnp.take_along_axis(logits, logits_at[..., None], axis=1)
+        else:
+            logits, _ = forward(cfg, params, tokens, positions, mask, logits_at=logits_at)
+        return read_pairs(logits, pair_at, pair_tok)
+
+    kind = CoreKind.NAIVE if full_head else CoreKind.TREE
+    return sh.jit_with_shardings(counted(core, kind, traces), in_shardings, out_shardings)
+
+
+def make_prefill_core(cfg: ModelConfig, *, in_shardings: Any = None, out_shardings: Any = None,
+                      traces: TraceCounter | None = None) -> Callable:
+    """Jitted ``(params, tokens [1, P], length) -> KVCache`` of a shared prefix (slots at or past
+    ``length`` are padding)."""
+
+    def core(params, tokens, length):
+        p = tokens.shape[1]
+        valid = jnp.arange(p)[None, :] < length
+        mask = jnp.tril(jnp.ones((p, p), bool))[None] & valid[:, None, :]
+        positions = jnp.arange(p, dtype=jnp.int32)[None, :]
+        cache = KVCache.zeros(cfg, 1, p)
+        _, cache = forward(cfg, params, tokens, positions, mask, logits_at=jnp.zeros((1, 1), jnp.int32),
+                           cache=cache, cache_index=0, return_hidden=True)
+        return cache
+
+    return sh.jit_with_shardings(counted(core, CoreKind.PREFILL, traces), in_shardings,
+                                 out_shardings)
+
+
+def make_cached_core(cfg: ModelConfig, *, in_shardings: Any = None, out_shardings: Any = None,
+                     traces: TraceCounter | None = None) -> Callable:
+    """Jitted ``(params, prefix KVCache [1, P], prefix length, tokens, positions, ends, logits_at,
+    pair_at, pair_tok) -> (logit, logprob)``: packed rows on top of a shared prefix whose
+    keys/values are broadcast into every row's cache (slots 0..P-1; the row's own tokens follow)."""
+
+    def core(params, prefix, length, tokens, positions, ends, logits_at, pair_at, pair_tok):
+        b, t = tokens.shape
+        p = prefix.k.shape[2]
+
+        def grow(x):  # [L, 1, P, ...] -> [L, B, P + T, ...]
+            x = jnp.broadcast_to(x, (x.shape[0], b) + x.shape[2:])
+            pad = jnp.zeros(x.shape[:2] + (t,) + x.shape[3:], x.dtype)
+            return jnp.concatenate([x, pad], axis=2)
+
+        pos = jnp.concatenate([jnp.broadcast_to(prefix.pos, (b, p)),
+                               jnp.zeros((b, t), jnp.int32)], axis=1)
+        cache = KVCache(grow(prefix.k), grow(prefix.v), pos)
+        see_prefix = jnp.broadcast_to((jnp.arange(p) < length)[None, None, :], (b, t, p))
+        mask = jnp.concatenate([see_prefix, tree_mask(ends)], axis=2)
+        logits, _ = forward(cfg, params, tokens, positions, mask, logits_at=logits_at,
+                            cache=cache, cache_index=p)
+        return read_pairs(logits, pair_at, pair_tok)
+
+    return sh.jit_with_shardings(counted(core, CoreKind.CACHED, traces), in_shardings,
+                                 out_shardings)
+
+
+def build_core(cfg: ModelConfig, kind: CoreKind, traces: TraceCounter | None = None) -> Callable:
+    """The unsharded jitted core of ``kind``."""
+    if kind == CoreKind.PREFILL:
+        return make_prefill_core(cfg, traces=traces)
+    if kind == CoreKind.CACHED:
+        return make_cached_core(cfg, traces=traces)
+    return make_tree_core(cfg, full_head=kind == CoreKind.NAIVE, traces=traces)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_core(cfg: ModelConfig, kind: CoreKind) -> Traced:
+    """The unsharded core of ``kind``, one per config (jax caches its compiled shapes)."""
+    traces = TraceCounter()
+    return Traced(build_core(cfg, kind, traces), traces)
+
+
+def sharded_core(cfg: ModelConfig, mesh: Any, kind: CoreKind, *shape: int) -> Traced:
+    """The core pinned to ``mesh``: parameters by their logical axes, rows over the batch axes
+    (data, fsdp), a prefix cache replicated over rows with kv heads over tensor. ``shape`` is
+    (P,) for a prefill, else (B, T, M, N) and, for a cached core, P."""
+    traces = TraceCounter()
+    ps, rep = sh.param_shardings(cfg, mesh), sh.replicated(mesh)
+    if kind == CoreKind.PREFILL:
+        (p,) = shape
+        fn = make_prefill_core(cfg, in_shardings=(ps, rep, rep),
+                               out_shardings=sh.cache_shardings(cfg, mesh, 1, p), traces=traces)
+        return Traced(fn, traces)
+    b, t, m, n = shape[:4]
+    bt, bm, bn = (sh.batch_sharding(mesh, s) for s in ((b, t), (b, m), (b, n)))
+    rows = (bt, bt, bt, bm, bn, bn)
+    if kind == CoreKind.CACHED:
+        cache = sh.cache_shardings(cfg, mesh, 1, shape[4])
+        fn = make_cached_core(cfg, in_shardings=(ps, cache, rep) + rows, out_shardings=(bn, bn),
+                              traces=traces)
+    else:
+        fn = make_tree_core(cfg, full_head=kind == CoreKind.NAIVE, in_shardings=(ps,) + rows,
+                            out_shardings=(bn, bn), traces=traces)
+    return Traced(fn, traces)
+
+
+def abstract_inputs(cfg: ModelConfig, key: tuple) -> tuple:
+    """ShapeDtypeStructs of a core's array inputs (after params) for a ``ScoreStats.shapes``
+    key ``(kind, B, T, S, M, N)``: for ahead-of-time lowering, e.g. XLA's cost analysis."""
+    kind, b, t, s, m, n = key
+    i32 = jnp.int32
+
+    def arr(*shape):
+        return jax.ShapeDtypeStruct(shape, i32)
+
+    if kind == CoreKind.PREFILL:
+        return arr(1, t), arr()
+    rows = (arr(b, t), arr(b, t), arr(b, t), arr(b, m), arr(b, n), arr(b, n))
+    if kind == CoreKind.CACHED:
+        p = s - t
+        kv = jax.ShapeDtypeStruct((cfg.num_layers, 1, p, cfg.num_kv_heads, cfg.head_dim),
+                                  cfg.jnp_dtype)
+        return (KVCache(kv, kv, arr(1, p)), arr()) + rows
+    return rows
+
+
+__all__ = ["CoreKind", "tree_mask", "read_pairs", "make_tree_core", "make_prefill_core",
+           "make_cached_core", "build_core", "shared_core", "sharded_core",
+           "abstract_inputs"]

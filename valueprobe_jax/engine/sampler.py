@@ -1,0 +1,315 @@
+"""The ``Sampler``: the host side of text generation for the *text* method (the gemma way: the
+sampler owns the decode loop and its cache; the model knows nothing about prompts or samples).
+
+It tokenizes prompts, prefills each once in its length bucket in power-of-two batches (so jit
+compiles once per (bucket, batch size) and no padding prompt is ever run), runs the jitted decode
+loop of ``decode_loop.py`` on up to ``max_prompts`` prompts (shortest first) at a time, and turns
+the loop's arrays into ``Generation`` records. Prompt-length buckets: powers of two and 1.5x
+powers of two from 16 up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from valueprobe_jax.engine.decode_loop import (END_OF_TURN, EOS, FINISH_REASONS, LENGTH,
+                                               make_decode_fn, make_prefill_fn, shared_decode,
+                                               shared_prefill)
+from valueprobe_jax.engine.sampling import SamplingParams, stable_hash
+from valueprobe_jax.engine.traces import TraceCounter, Traced
+from valueprobe_jax.errors import InputError
+from valueprobe_jax.models.config import ModelConfig
+from valueprobe_jax.models.layers import KVCache, Params
+from valueprobe_jax.parallel import sharding as sh
+
+# prompt-length buckets: powers of two and 1.5x powers of two from 16 up
+_MIN_BUCKET = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """One sampled continuation.
+
+    ``token_ids`` are the generated tokens including the stop token when there is one; ``text``
+    is their decoding without the stop token (special tokens skipped). ``logprobs`` are the
+    model's log-probabilities of each token in ``token_ids`` under the unmodified distribution
+    (temperature 1, no top-k/top-p), useful for checks and analysis.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "eos" | "end_of_turn" | "length"
+    logprobs: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass
+class SamplerStats:
+    """What one ``generate`` call did (for benchmarks and tests): every prompt is prefilled once
+    (``prefill_rows`` prompts in ``prefill_calls`` calls); ``decode_calls`` decode loops ran on
+    ``decode_rows`` rows in total for ``live_rows`` real samples. ``decode_steps`` counts sampling
+    steps (the first token, drawn from the prefill logits, then one per loop iteration);
+    ``row_steps`` the tokens fed through the model (rows busy with a live sample, summed over
+    loop iterations); ``tokens`` the tokens generated."""
+
+    prompts: int = 0
+    prefill_calls: int = 0
+    prefill_rows: int = 0
+    decode_calls: int = 0
+    decode_rows: int = 0
+    live_rows: int = 0
+    decode_steps: int = 0
+    row_steps: int = 0
+    tokens: int = 0
+    compiles: int = 0  # jit traces (= XLA compiles) this call caused
+
+
+def prompt_bucket(n: int) -> int:
+    """Smallest bucket >= n from 16, 24, 32, 48, 64, 96, ... (at most 1.5x padding)."""
+    b = _MIN_BUCKET
+    while True:
+        if n <= b:
+            return b
+        if n <= b * 3 // 2:
+            return b * 3 // 2
+        b *= 2
+
+
+def power_of_two_parts(n: int) -> list[int]:
+    """``n`` as a sum of distinct powers of two, largest first (13 -> [8, 4, 1])."""
+    return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
+
+
+class Sampler:
+    """Samples continuations of already-rendered prompts (chat-template text).
+
+    ``stop_token_ids``: extra token ids that end a sample (reported as "end_of_turn").
+    ``end_of_turn``: strings whose single-token ids end a sample; by default the ChatML / Llama-3 /
+    Gemma / Mistral end-of-turn markers that the tokenizer knows as one token. The tokenizer's
+    ``eos_token_id`` always stops (reported as "eos" unless it is also an end-of-turn token).
+    ``max_batch``: rows of the decode loop (samples in flight at once; each holds keys/values
+    for its own new tokens only). ``max_prompts``: prompts per decode call (their keys/values
+    are held once, shared by their samples); more prompts per call keep the rows busy longer
+    before the queue drains.
+    """
+
+    DEFAULT_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+    def __init__(self, cfg: ModelConfig, params: Params, tokenizer: Any, *,
+                 stop_token_ids: Sequence[int] | None = None,
+                 end_of_turn: Sequence[str] | None = None, max_batch: int = 64,
+                 max_prompts: int = 32, mesh: Any = None, add_special_tokens: bool = False):
+        if max_batch < 1:
+            raise InputError(f"max_batch: must be >= 1, got {max_batch}")
+        if max_prompts < 1:
+            raise InputError(f"max_prompts: must be >= 1, got {max_prompts}")
+        self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
+        self.max_batch = max_batch
+        self.max_prompts = 1 << (max_prompts.bit_length() - 1)  # a power of two
+        self.mesh = mesh
+        if mesh is not None:
+            self.params = sh.shard_params(params, mesh, cfg)
+        self.add_special_tokens = add_special_tokens
+        codes: dict[int, int] = {}
+        eos = getattr(tokenizer, "eos_token_id", None)
+        for e in (eos if isinstance(eos, (list, tuple)) else [eos]):
+            if e is not None:
+                codes[int(e)] = EOS
+        for s in (self.DEFAULT_END_OF_TURN if end_of_turn is None else end_of_turn):
+            ids = tokenizer.encode(s, add_special_tokens=False)
+            if len(ids) == 1:
+                codes[ids[0]] = END_OF_TURN
+            elif end_of_turn is not None:
+                raise InputError(f"end_of_turn {s!r}: is not a single token of this tokenizer")
+        for t in stop_token_ids or ():
+            codes[int(t)] = END_OF_TURN
+        self.stop_codes = codes
+        # (ids, codes) padded to a multiple of 8 entries so their shape rarely changes the jit key
+        width = 8 * max(1, -(-len(codes) // 8))
+        ids_arr = np.full((width,), -1, np.int32)
+        codes_arr = np.full((width,), LENGTH, np.int32)
+        ids_arr[:len(codes)], codes_arr[:len(codes)] = list(codes), list(codes.values())
+        self._stop_table = (ids_arr, codes_arr)
+        self._fns: dict[tuple[Any, ...], Traced] = {}
+        self.traces = TraceCounter()  # traces (= XLA compiles) that this Sampler's calls caused
+        self.last_stats = SamplerStats()
+
+    # -- compiled functions
+
+    def _prefill_fn(self, prompts: int, p: int) -> Traced:
+        if self.mesh is None:
+            return shared_prefill(self.cfg)
+        key = ("prefill", prompts, p)
+        if key not in self._fns:
+            traces = TraceCounter()
+            self._fns[key] = Traced(make_prefill_fn(
+                self.cfg, in_shardings=(sh.param_shardings(self.cfg, self.mesh),
+                                        self._batch(prompts, p), self._batch(prompts)),
+                out_shardings=(self._vocab_rows(prompts), self._prompt_cache(prompts, p)),
+                traces=traces), traces)
+        return self._fns[key]
+
+    def _decode_fn(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
+                   p: int) -> Traced:
+        if self.mesh is None:
+            return shared_decode(self.cfg, max_new_tokens, num_samples, rows)
+        key = ("decode", max_new_tokens, num_samples, rows, prompts, p)
+        if key not in self._fns:
+            self._fns[key] = self._sharded_decode(*key[1:])
+        return self._fns[key]
+
+    def _batch(self, *shape: int) -> Any:
+        return sh.batch_sharding(self.mesh, shape)
+
+    def _vocab_rows(self, b: int) -> Any:
+        return jax.sharding.NamedSharding(self.mesh, sh.logical_to_pspec(
+            ("batch", "vocab"), (b, self.cfg.vocab_size), self.mesh)[0])
+
+    def _prompt_cache(self, prompts: int, p: int) -> Any:
+        return sh.cache_shardings(self.cfg, self.mesh, prompts, p)
+
+    def _sharded_decode(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
+                        p: int) -> Traced:
+        """The decode loop pinned to ``self.mesh``: parameters by their logical axes, prompts,
+        pairs and the rows' generated keys/values over the batch axes (data, fsdp), kv heads
+        over tensor."""
+        mesh, cfg = self.mesh, self.cfg
+        rep = sh.replicated(mesh)
+        gen_shape = (cfg.num_layers, rows, cfg.num_kv_heads, max(1, max_new_tokens - 1),
+                     cfg.head_dim)
+        gen = jax.sharding.NamedSharding(mesh, sh.logical_to_pspec(
+            ("layers", "cache_batch", "kv_heads", "cache_sequence", "head_dim"), gen_shape,
+            mesh)[0])
+        pairs = prompts * num_samples
+        per_pair, tokens = self._batch(pairs), self._batch(pairs, max_new_tokens)
+        traces = TraceCounter()
+        fn = make_decode_fn(
+            cfg, max_new_tokens, num_samples, rows,
+            in_shardings=(sh.param_shardings(cfg, mesh), self._prompt_cache(prompts, p),
+                          self._vocab_rows(prompts), self._batch(prompts), self._batch(prompts),
+                          self._batch(prompts), rep, rep, rep, rep, rep, rep),
+            out_shardings=dict(tokens=tokens, logprobs=tokens, n_tokens=per_pair,
+                               finish=per_pair, steps=rep, row_steps=rep),
+            gen_sharding=gen, traces=traces)
+        return Traced(fn, traces)
+
+    # -- public API
+
+    def generate(self, prompts: Sequence[str], keys: Sequence[str],
+                 sp: SamplingParams = SamplingParams()) -> list[list[Generation]]:
+        """``sp.num_samples`` generations for every prompt, in prompt order.
+
+        ``keys`` name the prompts stably (e.g. "style/variant/country/qid"); sample i of a prompt
+        depends only on (sp.seed, its key, i) and the model, never on batching.
+        """
+        sp.validate()
+        if len(keys) != len(prompts):
+            raise InputError(f"keys: need one key per prompt ({len(prompts)}), got {len(keys)}")
+        token_lists = [self.tokenizer.encode(p, add_special_tokens=self.add_special_tokens)
+                       for p in prompts]
+        for i, t in enumerate(token_lists):
+            if not t:
+                raise InputError(f"prompt {i} ({keys[i]!r}): is empty after tokenization")
+            if len(t) + sp.max_new_tokens > self.cfg.max_position_embeddings:
+                raise InputError(f"prompt {keys[i]!r}: {len(t)} tokens + {sp.max_new_tokens} new "
+                                 f"exceed the model's {self.cfg.max_position_embeddings} positions")
+        results: list[list[Generation | None]] = [[None] * sp.num_samples for _ in prompts]
+        self.last_stats = SamplerStats(prompts=len(prompts))
+        before = self.traces.total
+        order = sorted(range(len(prompts)), key=lambda i: len(token_lists[i]))
+        for c in range(0, len(order), self.max_prompts):
+            self._run_group(order[c:c + self.max_prompts], token_lists, keys, sp, results)
+        self.last_stats.compiles = self.traces.total - before
+        return results  # type: ignore[return-value]
+
+    def _run_group(self, group: list[int], token_lists: list[list[int]],
+                   keys: Sequence[str], sp: SamplingParams,
+                   results: list[list[Generation | None]]) -> None:
+        """One decode call for up to ``max_prompts`` prompts (shortest first), all their samples
+        sharing the rows of one continuous-batching loop."""
+        n = sp.num_samples
+        scalars = (np.uint32(sp.seed), np.float32(sp.temperature), np.int32(sp.top_k),
+                   np.float32(sp.top_p))
+        slots = 1 << (len(group) - 1).bit_length()  # prompts in the decode call
+        rows = min(self.max_batch, slots * n)
+        p = prompt_bucket(max(len(token_lists[i]) for i in group))
+        lens = np.zeros((slots,), np.int32)
+        hashes = np.zeros((slots,), np.uint32)
+        live = np.zeros((slots,), bool)
+        for j, i in enumerate(group):
+            lens[j], hashes[j], live[j] = len(token_lists[i]), stable_hash(keys[i]), True
+        first_logits, cache = self._prefill_group([token_lists[i] for i in group], slots, p)
+        out = self._decode_fn(sp.max_new_tokens, n, rows, slots, p).run(
+            self.traces, "decode", self.params, cache, first_logits, lens, hashes, live,
+            *scalars, *self._stop_table)
+        out = jax.device_get(out)
+        st = self.last_stats
+        st.decode_calls += 1
+        st.decode_rows += rows
+        st.live_rows += len(group) * n
+        st.decode_steps += int(out["steps"]) + 1
+        st.row_steps += int(out["row_steps"])
+        st.tokens += int(out["n_tokens"].sum())
+        for j, i in enumerate(group):
+            for s_ in range(n):
+                results[i][s_] = self._to_generation(out, j * n + s_)
+
+    def _prefill_group(self, group: list[list[int]], slots: int,
+                       p: int) -> tuple[Any, KVCache]:
+        """Prefill the prompts of one decode call, by length bucket in power-of-two batches (no
+        padding prompts are run, no prompt is padded beyond its own bucket), then lay their
+        caches out left-padded to ``p`` slots as ``slots`` prompt entries (the rest zero)."""
+        st = self.last_stats
+        logits, ks, vs = [], [], []
+        start = 0
+        while start < len(group):
+            b = prompt_bucket(len(group[start]))
+            end = start
+            while end < len(group) and prompt_bucket(len(group[end])) == b:
+                end += 1
+            for size in power_of_two_parts(end - start):
+                toks = np.zeros((size, b), np.int32)
+                lens = np.zeros((size,), np.int32)
+                for j, t in enumerate(group[start:start + size]):
+                    toks[j, b - len(t):] = t
+                    lens[j] = len(t)
+                lg, cache = self._prefill_fn(size, b).run(self.traces, "prefill", self.params,
+                                                          toks, lens)
+                widen = ((0, 0), (0, 0), (p - b, 0), (0, 0), (0, 0))
+                logits.append(lg)
+                ks.append(jnp.pad(cache.k, widen) if b < p else cache.k)
+                vs.append(jnp.pad(cache.v, widen) if b < p else cache.v)
+                start += size
+                st.prefill_calls += 1
+                st.prefill_rows += size
+        if slots > len(group):
+            pad = slots - len(group)
+            logits.append(jnp.zeros((pad,) + logits[0].shape[1:], logits[0].dtype))
+            ks.append(jnp.zeros((ks[0].shape[0], pad) + ks[0].shape[2:], ks[0].dtype))
+            vs.append(jnp.zeros((vs[0].shape[0], pad) + vs[0].shape[2:], vs[0].dtype))
+        pos = jnp.zeros((slots, p), jnp.int32)  # unused by decode: positions follow lengths
+        if len(logits) == 1:
+            first, cache = logits[0], KVCache(ks[0], vs[0], pos)
+        else:
+            first = jnp.concatenate(logits, axis=0)
+            cache = KVCache(jnp.concatenate(ks, axis=1), jnp.concatenate(vs, axis=1), pos)
+        if self.mesh is not None:
+            first = jax.device_put(first, self._vocab_rows(slots))
+            cache = jax.device_put(cache, self._prompt_cache(slots, p))
+        return first, cache
+
+    def _to_generation(self, out: dict[str, np.ndarray], row: int) -> Generation:
+        m = int(out["n_tokens"][row])
+        ids = tuple(int(t) for t in out["tokens"][row, :m])
+        code = int(out["finish"][row])
+        text_ids = ids[:-1] if code != LENGTH else ids
+        text = self.tokenizer.decode(list(text_ids), skip_special_tokens=True)
+        lps = tuple(float(x) for x in out["logprobs"][row, :m])
+        return Generation(text=text, token_ids=ids, finish_reason=FINISH_REASONS[code], logprobs=lps)
+
+
+__all__ = ["Generation", "SamplerStats", "Sampler", "prompt_bucket", "power_of_two_parts"]

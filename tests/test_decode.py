@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from valueprobe_jax.engine import decode_loop, sampler, sampling
-from valueprobe_jax.models import ModelConfig, forward
+from valueprobe_jax.models import forward
 from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
 
 from helpers import TINY_CONFIGS as CONFIGS, random_params

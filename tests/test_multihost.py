@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from helpers import SHARDABLE, random_params
-from valueprobe_jax.parallel import sharding as sh
 from valueprobe_jax.models import causal_mask, forward
 
 WORKER = textwrap.dedent("""

@@ -3,7 +3,6 @@ equal to single-device, orbax restore into a sharded layout, the multi-host spli
 
 import functools
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from valueprobe_jax.engine.requests import (Encoded, ScoreRequest, ScoreResult, label_token,
-from valueprobe_jax.vocabulary import RATINGS
                                             text_ids)
+from valueprobe_jax.vocabulary import RATINGS
 
 
 class EncodingScorer(Protocol):

@@ -31,7 +31,12 @@ setup(
     ],
     extras_require={
         # torch: CPU build for parity tests against transformers (pip install torch==2.13.0).
-        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+        # lm_eval: tests/test_lmeval.py checks the backend against lm-eval's own HF backend in CI
+        # (it pulls no torch; the test extra already brings the CPU torch HFLM needs).
+        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0", "lm_eval==0.4.13"],
+        # `valueprobe lm-eval ...` / `--model valueprobe`: any lm-evaluation-harness task on our
+        # engine (valueprobe_jax/lmeval; torch-free).
+        "lmeval": ["lm_eval==0.4.13"],
         "tpu": ["jax[tpu]>=0.10"],
         "cuda": ["jax[cuda12]>=0.10"],
     },

@@ -17,7 +17,7 @@ LAYERS = {
     "parallel": 2,
     "engine": 3,
     "probing": 4,
-    "experiments": 5, "bench": 5,
+    "experiments": 5, "bench": 5, "lmeval": 5,
     "synthesis": 6, "analysis": 6,
     "cli": 7,
 }

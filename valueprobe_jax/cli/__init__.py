@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "plan": "plan",
     "synthesize": "synthesize",
     "verify": "verify",
+    "lm-eval": "lm_eval",
 }
 
 
@@ -43,9 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# subcommands whose arguments belong to another program and pass through unparsed
+PASSTHROUGH = ("lm-eval",)
+
+
+def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """(argv up to a pass-through subcommand, everything after it), or None."""
+    for i, a in enumerate(argv):
+        if not a.startswith("-"):
+            return (argv[:i + 1], argv[i + 1:]) if a in PASSTHROUGH else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = _split_passthrough(argv)
+    if passthrough is not None:
+        argv, rest = passthrough
     try:
         argv, overrides = split_config_overrides(argv)
     except InputError as e:
@@ -54,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and not hasattr(args, "config"):
         parser.error(f"{args.command} takes no --config, so {overrides[0]} cannot apply")
     args.config_overrides = overrides
+    if passthrough is not None:
+        args.passthrough = rest
     if not args.no_compile_cache and compile_cache.enabled_by_env():
         compile_cache.enable()
     try:

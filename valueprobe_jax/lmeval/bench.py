@@ -1,0 +1,129 @@
+"""Bench: lm-eval's HF backend (HFLM, PyTorch) vs ``valueprobe`` on the same multiple-choice
+log-likelihood requests, in one process, at one thread count.
+
+    python -m valueprobe_jax.lmeval.bench --threads 1 --questions 48
+
+Needs the test extra (torch) besides ``[lmeval]``. The HF checkpoint HFLM reads is built from
+the packaged SmolLM2 GGUF into ``--hf-dir`` when that folder is empty (about a minute).
+Prints one JSON object: per backend the best of ``--repeats`` timed calls after a warm-up call
+(compiles excluded), seconds per request, and tokens processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+
+def requests(n: int) -> list[tuple[str, str]]:
+    """n questions x 4 choices: a few facts (one-token answers) and sums (digit answers, several
+    tokens), as lm-eval's multiple_choice tasks phrase them."""
+    facts = [("What color is the sky on a clear day?", ["blue", "green", "red", "black"]),
+             ("What is the capital of France?", ["Berlin", "Paris", "Rome", "Madrid"]),
+             ("How many legs does a spider have?", ["six", "four", "eight", "ten"]),
+             ("Which animal says moo?", ["dog", "cat", "duck", "cow"])]
+    out = []
+    for i in range(n):
+        if i < len(facts):
+            q, choices = facts[i]
+        else:
+            x, y = 3 + (7 * i) % 17, 2 + (5 * i) % 19
+            s = x + y
+            q, choices = f"What is {x} plus {y}?", [str(s - 1), str(s), str(s + 10), str(s + 1)]
+        out += [(f"Question: {q}\nAnswer:", f" {c}") for c in choices]
+    return out
+
+
+def build_hf_dir(out: pathlib.Path) -> pathlib.Path:
+    import torch
+    import transformers
+
+    from valueprobe_jax.models.checkpoints import packaged_gguf
+
+    if (out / "config.json").is_file():
+        return out
+    gguf = packaged_gguf("smollm2-135m-instruct")
+    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                              dtype=torch.float32)
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    plain = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _best(fn, repeats: int) -> float:
+    fn()  # warm-up: compiles / allocator
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--questions", type=int, default=48)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--hf-batch-sizes", default="1,8,16")
+    p.add_argument("--hf-dir", default=os.path.expanduser("~/.cache/valueprobe/lmeval-smollm2-hf"))
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    args = p.parse_args(argv)
+    if args.threads == 1 and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false"
+                                   " intra_op_parallelism_threads=1").strip()
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from valueprobe_jax.lmeval.backend import ValueprobeLM
+
+    torch.set_num_threads(args.threads)
+    pairs = requests(args.questions)
+    inst = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    report: dict = {"requests": len(pairs), "questions": args.questions, "threads": args.threads}
+
+    hf_dir = build_hf_dir(pathlib.Path(args.hf_dir))
+    hf_rows = []
+    for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
+        hf = HFLM(pretrained=str(hf_dir), dtype="float32", device="cpu", batch_size=bs)
+        s = _best(lambda: hf.loglikelihood(inst, disable_tqdm=True), args.repeats)
+        hf_rows.append({"batch_size": bs, "seconds": round(s, 3),
+                        "ms_per_request": round(1e3 * s / len(pairs), 2)})
+    # HFLM runs each distinct (context + continuation)[:-1] once (its one-token logits cache)
+    seen = set()
+    for ctx, cont in pairs:
+        c, k = hf._encode_pair(ctx, cont)
+        seen.add(tuple(c + k)[:-1])
+    report["hf"] = {"runs": hf_rows, "tokens_processed": sum(map(len, seen))}
+
+    ours = ValueprobeLM(model=args.model)
+    before = dict(ours.scorer.stats.as_dict())
+    s = _best(lambda: ours.loglikelihood(inst, disable_tqdm=True), args.repeats)
+    after = ours.scorer.stats.as_dict()
+    calls = 1 + args.repeats
+    report["valueprobe"] = {
+        "seconds": round(s, 3), "ms_per_request": round(1e3 * s / len(pairs), 2),
+        "tokens_processed_per_call": (after["tokens_processed"] - before["tokens_processed"]) // calls,
+        "tokens_real_per_call": (after["tokens_real"] - before["tokens_real"]) // calls}
+    ours.check_greedy = False  # the scorer alone (is_greedy then reads False)
+    s2 = _best(lambda: ours.loglikelihood(inst, disable_tqdm=True), args.repeats)
+    report["valueprobe_without_greedy_check"] = {"seconds": round(s2, 3),
+                                                 "ms_per_request": round(1e3 * s2 / len(pairs), 2)}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

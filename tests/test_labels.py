@@ -1,10 +1,10 @@
-"""Label token lookup (probing/labels.py): the paper's vocabulary lookup against ours, on a
+"""Label token lookup (engine/labels.py): the paper's vocabulary lookup against ours, on a
 SentencePiece-style tokenizer built locally and on SmolLM2's byte-level BPE tokenizer."""
 
 import pytest
 
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.probing.labels import label_token, label_token_ids
+from valueprobe_jax.engine.labels import label_token, label_token_ids
 
 LETTERS = [chr(65 + i) for i in range(10)]
 DIGITS = [str(d) for d in range(10)]

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from valueprobe_jax.engine.requests import (Encoded, ScoreRequest, ScoreResult, label_token,
-                                            text_ids)
+from valueprobe_jax.engine.labels import label_token
+from valueprobe_jax.engine.requests import Encoded, ScoreRequest, ScoreResult, text_ids
 from valueprobe_jax.vocabulary import RATINGS
 
 

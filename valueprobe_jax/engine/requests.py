@@ -8,9 +8,11 @@ Tokenization (per request): prompt ids use the tokenizer's default special token
 already starts with the BOS string (chat templates that write BOS themselves); continuations are
 cut from ``tokenize(prompt + continuation)`` when the prompt ids are a prefix of it, otherwise
 (the tokenizer merged across the boundary) the continuation is tokenized on its own, without
-special tokens, and the request is flagged ``boundary_split``. Label tokens: the bare label ("A")
-and the space-prefixed label (" A"); a label that is more than one token uses its first token and
-is flagged in ``label_multi_token``.
+special tokens, and the request is flagged ``boundary_split`` (``boundary="slice"``, the paper's
+released code, instead takes the full sequence's tokens after the prompt's length). Label tokens:
+the bare label ("A") and the space-prefixed label (" A") as ``engine.labels`` looks them up; a
+label form that is more than one token uses its first (non-boundary) token and is flagged in
+``label_multi_token``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from valueprobe_jax.engine.labels import label_token
 from valueprobe_jax.errors import InputError
 
 @dataclasses.dataclass(frozen=True)
@@ -98,17 +101,21 @@ def prompt_add_special_tokens(tokenizer: Any, prompt: str) -> bool:
     return not (bos and prompt.startswith(bos))
 
 
-def label_token(tokenizer: Any, text: str) -> tuple[int, bool]:
-    """(first token id of ``text``, whether ``text`` is more than one token)."""
-    ids = text_ids(tokenizer, text, False)
-    if not ids:
-        raise InputError(f"label {text!r}: tokenizes to nothing")
-    return ids[0], len(ids) > 1
+BOUNDARIES = ("retokenize", "slice")
 
 
 def encode_request(tokenizer: Any, req: ScoreRequest, *, add_special_tokens: bool | None = None,
-                   label_cache: dict | None = None) -> Encoded:
-    """Tokenize one request following the boundary rule (module docstring)."""
+                   label_cache: dict | None = None, label_lookup: str = "tokenize",
+                   boundary: str = "retokenize") -> Encoded:
+    """Tokenize one request following the boundary rule (module docstring).
+
+    ``boundary``: where prompt + continuation tokenize differently from the prompt alone (the
+    tokenizer merged across the boundary, e.g. ":\n" of a base-model prompt), "retokenize" (ours)
+    scores the continuation tokenized on its own; "slice" (the paper's released code) scores the
+    full sequence's tokens after the prompt's length, whatever they are. ``label_lookup``: see
+    ``engine.labels`` ("tokenize" ours, "vocab" the paper's)."""
+    if boundary not in BOUNDARIES:
+        raise InputError(f"boundary {boundary!r}: choose from {', '.join(BOUNDARIES)}")
     if not isinstance(req.prompt, str) or not req.prompt:
         raise InputError(f"request {req.key!r}: empty prompt")
     add = prompt_add_special_tokens(tokenizer, req.prompt) if add_special_tokens is None \
@@ -122,8 +129,9 @@ def encode_request(tokenizer: Any, req: ScoreRequest, *, add_special_tokens: boo
         if not cont:
             raise InputError(f"request {req.key!r}: continuation {i} is empty")
         full = text_ids(tokenizer, req.prompt + cont, add)
-        if len(full) > n and full[:n] == prompt:
+        if len(full) > n and (full[:n] == prompt or boundary == "slice"):
             options.append(tuple(full[n:]))
+            split = split or full[:n] != prompt
         else:
             options.append(tuple(text_ids(tokenizer, cont, False)))
             split = True
@@ -133,11 +141,12 @@ def encode_request(tokenizer: Any, req: ScoreRequest, *, add_special_tokens: boo
     multi = np.zeros((k, 2), bool)
     for i, lab in enumerate(req.labels):
         for j, text in enumerate((lab, " " + lab)):
-            if text not in cache:
-                cache[text] = label_token(tokenizer, text)
-            label_ids[i, j], multi[i, j] = cache[text]
+            if (text, label_lookup) not in cache:
+                cache[text, label_lookup] = label_token(tokenizer, text, lookup=label_lookup,
+                                                        space=bool(j))
+            label_ids[i, j], multi[i, j] = cache[text, label_lookup]
     return Encoded(req.key, tuple(prompt), tuple(options), label_ids, multi, split)
 
 
 __all__ = ["ScoreRequest", "ScoreResult", "ScoreStats", "Encoded", "text_ids",
-           "prompt_add_special_tokens", "label_token", "encode_request"]
+           "prompt_add_special_tokens", "BOUNDARIES", "encode_request"]

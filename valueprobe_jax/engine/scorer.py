@@ -36,8 +36,9 @@ from valueprobe_jax.engine.cores import CoreKind, shared_core, sharded_core
 from valueprobe_jax.engine.flops import flops_estimate
 from valueprobe_jax.engine.packing import Item, Row, common_prefix, pack
 from valueprobe_jax.engine.ratings import RatingResult, rate
-from valueprobe_jax.engine.requests import (Encoded, ScoreRequest, ScoreResult, ScoreStats,
-                                            encode_request)
+from valueprobe_jax.engine.labels import LOOKUPS
+from valueprobe_jax.engine.requests import (BOUNDARIES, Encoded, ScoreRequest, ScoreResult,
+                                            ScoreStats, encode_request)
 from valueprobe_jax.engine.traces import TraceCounter, Traced
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
@@ -87,14 +88,23 @@ class Scorer:
     ``max_batch`` caps the rows per call;
     ``add_special_tokens`` overrides the
     BOS rule for prompts (None: tokenizer defaults unless the text starts with the BOS string).
+    ``label_lookup`` ("tokenize" ours | "vocab" the paper's) picks the label token ids
+    (``engine.labels``); ``boundary`` ("retokenize" ours | "slice" the paper's) the continuation
+    tokens where the tokenizer merges across the prompt's end (``engine.requests``).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, mesh: Any = None,
                  tokens_per_call: int = 4096, max_row: int = 2048, min_prefix: int = 32,
                  max_prefixes: int = 64, per_octave: int = 4,
                  length_buckets: Sequence[int] | None = None, max_batch: int | None = None,
-                 add_special_tokens: bool | None = None):
+                 add_special_tokens: bool | None = None, label_lookup: str = "tokenize",
+                 boundary: str = "retokenize"):
         self.cfg, params, self.tokenizer = unpack_model(model, tokenizer)
+        if label_lookup not in LOOKUPS:
+            raise InputError(f"label_lookup {label_lookup!r}: choose from {', '.join(LOOKUPS)}")
+        if boundary not in BOUNDARIES:
+            raise InputError(f"boundary {boundary!r}: choose from {', '.join(BOUNDARIES)}")
+        self.label_lookup, self.boundary = label_lookup, boundary
         self.mesh = mesh
         if mesh is not None:
             self.params = sh.shard_params(params, mesh, self.cfg)
@@ -112,7 +122,7 @@ class Scorer:
         self.add_special_tokens = add_special_tokens
         self.stats = ScoreStats()
         self.traces = TraceCounter()  # traces (= XLA compiles) that this Scorer's calls caused
-        self._labels: dict[str, tuple[int, bool]] = {}
+        self._labels: dict[tuple[str, str], tuple[int, bool]] = {}
         self._prefixes: dict[tuple[int, ...], tuple[KVCache, int]] = {}  # insertion = LRU order
         self._fns: dict[tuple, Traced] = {}
 
@@ -127,7 +137,8 @@ class Scorer:
     def encode(self, requests: Sequence[ScoreRequest]) -> list[Encoded]:
         """Tokenize requests with this Scorer's tokenizer and BOS rule."""
         return [encode_request(self.tokenizer, r, add_special_tokens=self.add_special_tokens,
-                               label_cache=self._labels) for r in requests]
+                               label_cache=self._labels, label_lookup=self.label_lookup,
+                               boundary=self.boundary) for r in requests]
 
     def score(self, requests: Sequence[ScoreRequest], strategy: str = "packed") -> list[ScoreResult]:
         """Raw numbers of every request (in request order) by ``strategy``."""

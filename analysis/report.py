@@ -24,7 +24,7 @@ from valueprobe_jax.analysis.loading import (PAPER_RATING_KIND, RATING_KINDS, Lo
 from valueprobe_jax import io
 from valueprobe_jax.analysis import metrics as M
 from valueprobe_jax.analysis import paper_tables as PT
-from valueprobe_jax.vocabulary import METHODS, STYLES
+from valueprobe_jax.vocabulary import METHODS, PROCEDURE_NAMES, STYLES
 
 METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection bias", "Table 2",
                  "alignment improvement", "value-action agreement", "noise floor")
@@ -32,7 +32,7 @@ METRICS_NAMED = ("mismatch rate", "JS distance", "prompt robustness", "selection
 # The paper's published Table 2 (Pearson r and p across its 13 models, prompt robustness vs
 # selection bias, per method), from analysis/paper_tables.py.
 PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = PT.TABLE2
-PROCEDURES = ("ours", "paper")
+PROCEDURES = PROCEDURE_NAMES  # what each means: valueprobe_jax/probing/procedure.py
 
 
 @dataclass

@@ -11,8 +11,11 @@ de-duplicated, and a judge answers the paper's Q1-Q4 verification prompt for eac
   Small local variant: append ",runlocal" (2 questions, one 160-token sample each, the reply
   primed with "Situation_1:", a 48-token verdict).
 
-The scene prompt is reconstructed from the released data (see valueprobe_jax/synthesis.py); the
-verification prompt is the paper's file, verbatim.
+The scene prompt is the paper's Table 5 text from the data directory
+(paper_text/table5_scene_generation_prompt.txt; --config.generation.prompt_file=FILE for another),
+with our few-shot example in its "<Fewshot Examples>" slot; only when no data directory has it,
+our reconstruction (valueprobe_jax/synthesis/prompt.py). report.json and the summary name the
+prompt used. The verification prompt is the paper's file, verbatim.
 """
 
 import ml_collections
@@ -42,7 +45,12 @@ def get_config(arg: str = "smollm2-135m-instruct"):
     c.generation.top_p = 0.95
     c.generation.max_new_tokens = 1024  # 10 scenes take about 600 tokens
     c.generation.seed = 0
-    c.generation.max_situation_words = 25  # stated in the prompt and enforced
+    c.generation.prompt_file = ""  # "" = the data directory's Table 5 text, else the reconstruction
+    # Table 5's limits: situations 10-30 words, actions 10-20. The maxima are enforced; the minima
+    # are only stated (the released rows include 132 situations and 287 actions under 10 words)
+    c.generation.min_situation_words = 10
+    c.generation.max_situation_words = 30
+    c.generation.min_action_words = 10
     c.generation.max_action_words = 20
     c.generation.dedup_threshold = 0.6  # content-word Jaccard at or above which scenes are copies
     c.generation.few_shot = True  # the prompt shows an example value with two scenes

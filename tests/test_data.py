@@ -53,9 +53,9 @@ def _norm(text):
 def test_table3_section_counts(data_dir):
     """Questions per WVS-7 thematic section in the 206-question bank (the paper's Table 3).
 
-    The text of the paper's Table 3 could not be retrieved here (the stored copies of the paper
-    give only its first pages), so the expected counts are NOT copied from the paper. They are
-    derived twice: (1) from the WVS-7 questionnaire's question-number ranges (`section_of`), and
+    The expected counts are NOT copied from the paper's Table 3 (../shared/PAPER_FACTS.md holds it:
+    it prints 7 / 22 for sections 10 / 11, one question off the paper's own released data;
+    analysis/paper_tables.py shows both). They are derived twice: (1) from the WVS-7 questionnaire's question-number ranges (`section_of`), and
     (2) independently from the paper authors' own `Section` column in the released scenario file,
     matching question texts by a different normalisation; 203 of the 206 questions appear there,
     the other three are assigned by hand from the questionnaire (Q49 shares Q50's text in the

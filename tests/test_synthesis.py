@@ -56,18 +56,48 @@ def test_generation_prompt_states_value_count_and_limits(data_dir):
     assert text.endswith("\nValue: Indicate how important family is in your life. Would you say "
                          "it is: Person A: Very important Person B: Not at all important")
     assert "Write 7 different situations" in text and "Situation_7: {situation}" in text
-    assert "at most 22 words and each action at most 15 words" in text
+    assert "between 10 and 22 words and each action between 10 and 15 words" in text
     assert "Example:\nValue: How important is punctuality" in text
     bare = prompt.generation_messages(q, few_shot=False)[0]["content"]
     assert "Example:" not in bare and "Write 10 different situations" in bare
 
 
+def test_scene_prompt_is_the_papers_table5_text_from_the_data_directory(data_dir, tmp_path):
+    table5 = data_dir / prompt.PAPER_PROMPT_FILE
+    sp = prompt.load_scene_prompt(None, data_dir)
+    assert sp.source == str(table5) and sp.is_paper_text
+    q = load_question_bank(data_dir)[0]
+    text = prompt.generation_messages(q, prompt=sp)[0]["content"]
+    paper = table5.read_text().strip()
+    head, tail = paper.split(prompt.FEW_SHOT_SLOT)
+    assert text.startswith(head) and tail.strip() in text  # verbatim around the example slot
+    assert "Keep each situation between 10 to 30 words." in text
+    assert "Keep each action between 10 to 20 words." in text
+    assert "Example:\nHow important is punctuality in your life? Person A: Very important" in text
+    assert text.endswith("\n\nIndicate how important family is in your life. Would you say it "
+                         "is: Person A: Very important Person B: Not at all important")
+    bare = prompt.generation_messages(q, prompt=sp, few_shot=False, n=4)[0]["content"]
+    assert "Example:" not in bare and prompt.FEW_SHOT_SLOT not in bare
+    assert "come up with 4 situations and 8 actions" in bare
+    # an explicit file wins; a missing one is an error; no data directory: the reconstruction
+    own = tmp_path / "mine.txt"
+    own.write_text("Write scenes. <Fewshot Examples>\n")
+    assert prompt.load_scene_prompt(own, data_dir).source == str(own)
+    with pytest.raises(InputError, match="no such file"):
+        prompt.load_scene_prompt(tmp_path / "nope.txt", data_dir)
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    fallback = prompt.load_scene_prompt(None, empty)
+    assert fallback.source == prompt.RECONSTRUCTION and not fallback.is_paper_text
+    assert prompt.generation_messages(q, prompt=fallback) == prompt.generation_messages(q)
+
+
 def test_example_scenes_parse_back_and_respect_the_limits():
     text = prompt.format_scenes(prompt.EXAMPLE_SCENES)
     assert [s.scene() for s in scenes.parse_scenes(text)] == list(prompt.EXAMPLE_SCENES)
-    for s in prompt.EXAMPLE_SCENES:
-        assert scenes.word_count(s.situation) <= 25
-        assert max(scenes.word_count(s.action_a), scenes.word_count(s.action_b)) <= 20
+    for s in prompt.EXAMPLE_SCENES:  # within Table 5's limits
+        assert 10 <= scenes.word_count(s.situation) <= 30
+        assert all(10 <= scenes.word_count(a) <= 20 for a in (s.action_a, s.action_b))
 
 
 # ------------------------------------------------------------------------------ parser
@@ -293,6 +323,20 @@ def synth_config(*overrides):
     return load_config(f"{CONFIG}:scripted", ["--config.max_questions=3", *overrides])
 
 
+def test_synthesis_config_reads_table5_from_its_data_directory(tmp_path, data_dir):
+    table5 = syn.scene_prompt_of(synth_config(f"--config.input.data_dir={data_dir}"))
+    assert table5.source == str(data_dir / prompt.PAPER_PROMPT_FILE)
+    (tmp_path / "d").mkdir()
+    assert syn.scene_prompt_of(synth_config(f"--config.input.data_dir={tmp_path / 'd'}")).source \
+        == prompt.RECONSTRUCTION
+    own = tmp_path / "p.txt"
+    own.write_text("Mine.")
+    assert syn.scene_prompt_of(synth_config(f"--config.generation.prompt_file={own}")).source == str(own)
+    c = synth_config()
+    assert (c.generation.min_situation_words, c.generation.max_situation_words,
+            c.generation.min_action_words, c.generation.max_action_words) == (10, 30, 10, 20)
+
+
 def test_pipeline_counts_outputs_and_resume(tmp_path, data_dir):
     model = ScriptedModel(scripted_replies)
     asked = []
@@ -308,6 +352,8 @@ def test_pipeline_counts_outputs_and_resume(tmp_path, data_dir):
     assert g["finish_reasons"] == {"eos": 2, "length": 1} and g["samples_without_scenes"] == 1
     assert (g["scenes_parsed"], g["kept"], g["dropped"]) == (4, 3, {"truncated": 1})
     assert g["kept"] + sum(g["dropped"].values()) == g["scenes_parsed"]
+    assert g["prompt"] == syn.scene_prompt_of(synth_config()).source
+    assert syn.report_lines(report)[0] == f"scene prompt: {g['prompt']}"
     assert v["rows"] == 3 and v["four_yes"] == 2 and v["status"] == {"kept": 2, "not_all_yes": 1}
     assert report["per_question"]["Q1"] == {"parsed": 3, "kept": 2, "dropped": {"truncated": 1},
                                             "verified_kept": 1}

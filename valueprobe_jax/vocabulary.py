@@ -1,5 +1,6 @@
 """The paper's vocabulary, defined once: prompt styles, option variants, the prompted countries,
-the three probing methods, the answer-parsing modes and the 1-10 rating scale.
+the three probing methods, the answer-parsing modes, the two procedures (ours, the paper's)
+and the 1-10 rating scale.
 
 Every closed set is a ``typing.Literal`` alias and the tuple of its values in the paper's order
 (the tuple is read off the alias, so the two cannot drift apart). The values stay plain strings
@@ -21,12 +22,14 @@ Variant = Literal["baseline", "reverse", "num", "lower", "shuffle"]
 Country = Literal["United States", "Germany", "Czech", "China", "Mexico", "Egypt"]
 Method = Literal["token", "seq", "text"]
 ParseMode = Literal["label_aware", "paper"]  # label_aware: the variant's own labels; paper: the release's regex
+ProcedureName = Literal["ours", "paper"]  # ours: our fixes and choices (default); paper: the release's
 
 STYLES: tuple[Style, ...] = get_args(Style)
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 COUNTRIES: tuple[Country, ...] = get_args(Country)  # the paper's six prompted countries
 METHODS: tuple[Method, ...] = get_args(Method)
 PARSE_MODES: tuple[ParseMode, ...] = get_args(ParseMode)
+PROCEDURE_NAMES: tuple[ProcedureName, ...] = get_args(ProcedureName)  # what each one means: probing/procedure.py
 RATINGS: tuple[int, ...] = tuple(range(1, 11))  # the action-rating scale 1..10
 
 

@@ -11,7 +11,9 @@ from valueprobe_jax.experiments import results
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.probing.engine import ProbeEngine, ProbeSettings, build_probe_requests
 from valueprobe_jax.data.selection import select_questions
-from valueprobe_jax.vocabulary import METHODS, PARSE_MODES, STYLES
+from valueprobe_jax.probing.procedure import get_procedure
+from valueprobe_jax.probing.prompts import parse_date, today
+from valueprobe_jax.vocabulary import METHODS, PARSE_MODES, PROCEDURE_NAMES, STYLES
 
 
 def _csv(text: str) -> list[str]:
@@ -30,8 +32,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--parse-mode", choices=PARSE_MODES, default=PARSE_MODES[0],
-                   help="label_aware: the variant's own labels and option texts; paper: the release's regex")
+    p.add_argument("--procedure", choices=PROCEDURE_NAMES, default="ours",
+                   help="ours (default) or paper: the released code's parse mode, label lookup, "
+                        "seq boundary and sampler (valueprobe_jax/probing/procedure.py); "
+                        "--variants stays as given (the paper's: baseline,reverse,num)")
+    p.add_argument("--parse-mode", choices=PARSE_MODES, default=None,
+                   help="label_aware: the variant's own labels and option texts; paper: the "
+                        "release's regex (default: the procedure's)")
+    p.add_argument("--date-string", default="",
+                   help="YYYY-MM-DD a dated chat template writes (default: today, recorded in each row)")
     p.add_argument("--strategy", default="auto",
                    help="auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -71,9 +80,15 @@ def run(args: argparse.Namespace) -> int:
     from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415 (heavy import)
     from valueprobe_jax.parallel.sharding import make_mesh  # noqa: PLC0415
 
+    proc = get_procedure(args.procedure)
+    if args.date_string:
+        parse_date(args.date_string)
     settings = ProbeSettings(methods=tuple(_csv(args.methods)), samples=args.samples,
                              temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                             seed=args.seed, parse_mode=args.parse_mode, strategy=args.strategy)
+                             seed=args.seed, parse_mode=args.parse_mode or proc.parse_mode,
+                             strategy=args.strategy, label_lookup=proc.label_lookup,
+                             boundary=proc.boundary, sampler=proc.sampler,
+                             date_string=args.date_string or today())
     if args.samples < 1 and "text" in settings.methods:
         raise InputError("--samples: must be >= 1 for the text method")
     questions = select_questions(data_dir=args.data_dir or None, questions_file=args.questions or None,

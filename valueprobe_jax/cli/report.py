@@ -8,6 +8,7 @@ import json
 import pathlib
 
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.vocabulary import PROCEDURE_NAMES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--wvs-csv", help="the WVS-7 respondent CSV (alternative to --human)")
     p.add_argument("--data-dir", help="paper data mirror for the question bank (with --wvs-csv, "
                    "and for Table 3's counts of the whole bank and the released Section field)")
-    p.add_argument("--procedure", choices=("ours", "paper"), default="ours",
+    p.add_argument("--procedure", choices=PROCEDURE_NAMES, default="ours",
                    help="ours (default): every variant and country present; paper: the released "
                    "metric code (variants baseline,reverse,num; 5 countries without Czech; raw "
                    "EMD; unweighted WVS counts; middle option to the B end; instruct models for "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -101,7 +101,9 @@ def prompt_add_special_tokens(tokenizer: Any, prompt: str) -> bool:
     return not (bos and prompt.startswith(bos))
 
 
-BOUNDARIES = ("retokenize", "slice")
+# retokenize (ours) | slice (the paper's released code): see ``encode_request``
+Boundary = Literal["retokenize", "slice"]
+BOUNDARIES: tuple[Boundary, ...] = get_args(Boundary)
 
 
 def encode_request(tokenizer: Any, req: ScoreRequest, *, add_special_tokens: bool | None = None,

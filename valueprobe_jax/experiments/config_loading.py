@@ -3,6 +3,10 @@
 Mirrors big_vision's convention: each config file defines ``get_config(arg)`` returning one
 ConfigDict organised in sections. Overrides are type-checked against the existing field, so a
 typo or a wrong type is one clear error instead of a silently ignored setting.
+
+``--config.procedure=NAME`` is the one override applied *before* the file: it is handed to
+``get_config`` as the argument's procedure flag (``:MODEL,NAME``), so the procedure supplies
+defaults under the config file and under every other override (experiments/schema.py).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import inspect
 import json
 import pathlib
 from typing import Any, Sequence
@@ -33,17 +38,44 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         raise InputError(f"--config {spec}: {e}") from None
     if not hasattr(module, "get_config"):
         raise InputError(f"--config {spec}: {path_str} defines no get_config(arg)")
+    overrides, procedure = _take_procedure(overrides)
+    if procedure is not None:
+        from valueprobe_jax.experiments.schema import with_procedure  # noqa: PLC0415
+
+        default = inspect.signature(module.get_config).parameters.get("arg")
+        default_model = default.default if default is not None and isinstance(default.default, str) else ""
+        arg = with_procedure(arg or default_model.split(",")[0], procedure)
     try:
         config = module.get_config(arg) if arg else module.get_config()
     except InputError as e:
+        if procedure is not None:
+            raise InputError(f"--config.procedure={procedure}: {path_str} has no procedure "
+                             f"switch ({e})") from None
         raise InputError(f"--config {spec}: {e}") from None
     config = ml_collections.ConfigDict(config)
+    if procedure is not None and config.get("procedure") != procedure:
+        raise InputError(f"--config.procedure={procedure}: {path_str} has no procedure switch")
     config.unlock()
     config.config_spec = spec
     config.lock()
     for item in overrides:
         apply_override(config, item)
     return config
+
+
+def _take_procedure(overrides: Sequence[str]) -> tuple[list[str], str | None]:
+    """The overrides without ``procedure=NAME`` ones, and the last NAME (validated)."""
+    from valueprobe_jax.vocabulary import PROCEDURE_NAMES, check_choice  # noqa: PLC0415
+
+    rest, procedure = [], None
+    for item in overrides:
+        key, sep, raw = item.removeprefix("--config.").removeprefix("config.").partition("=")
+        if key == "procedure" and sep:
+            check_choice("--config.procedure", raw.strip(), PROCEDURE_NAMES)
+            procedure = raw.strip()
+        else:
+            rest.append(item)
+    return rest, procedure
 
 
 def _parse_value(text: str, current: Any) -> Any:
@@ -100,9 +132,18 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         raise InputError(f"--config.{key}={raw}: {e}") from None
 
 
-def config_fingerprint(config: ml_collections.ConfigDict, fields: Sequence[str]) -> str:
-    """Stable hash of the parts of a config that define a sweep's work items."""
+def config_fingerprint(config: ml_collections.ConfigDict, fields: Sequence[str],
+                       exclude: Sequence[str] = ()) -> str:
+    """Stable hash of the parts of a config that define a sweep's work items; ``exclude``: dotted
+    fields left out (e.g. "probe.date_string", which the manifest records instead)."""
     d = config.to_dict()
+    for dotted in exclude:
+        *parents, leaf = dotted.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     picked = {f: d.get(f) for f in fields}
     blob = json.dumps(picked, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

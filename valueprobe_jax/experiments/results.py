@@ -46,6 +46,7 @@ SCHEMA = pa.schema([
     ("n_prompt_tokens", pa.int32()),
     ("boundary_split", pa.bool_()),  # tokenizer merged across the prompt/answer boundary
     ("seed", pa.int64()),
+    ("date_string", pa.string()),  # YYYY-MM-DD a dated chat template wrote (pinned per sweep); null: none pinned
     # action-rating rows
     ("scenario_id", pa.string()),
     ("action", pa.string()),  # "A" (first option's end of the scale) or "B" (last option's end)

@@ -52,7 +52,7 @@ def plan_sweep(config: ml_collections.ConfigDict) -> Plan:
     report = None
     if config.actions.enabled:
         kept, report = load_scenarios(data_dir, path=config.actions.scenarios_file or None,
-                                      questions=questions)
+                                      questions=questions, verdicts=config.actions.verdicts)
         by_qid = scenarios_by_qid(kept, limit=config.actions.max_scenarios)
         wanted = {q.id for q in questions}
         by_qid = {qid: v for qid, v in by_qid.items() if qid in wanted}
@@ -86,7 +86,7 @@ def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     from valueprobe_jax.parallel.sharding import make_mesh  # noqa: PLC0415
 
     plan = plan_sweep(config)
-    settings = ProbeSettings.from_config(config)
+    ProbeSettings.from_config(config)  # bad settings fail before the workdir is touched
     initialize_distributed()
     # a mesh that spans hosts runs every chunk on all of them in lockstep (process 0 writes);
     # a mesh local to each host lets the hosts split the chunks
@@ -95,6 +95,11 @@ def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     kw = dict(process_index=split.index, process_count=split.count, writer=split.writer,
               lockstep=split.lockstep, progress=progress)
     with sweep.open_workdir(workdir, process_index=split.index, writer=split.writer) as wd:
+        # the date dated chat templates write: the manifest's (resume) or today's (first run).
+        # Lockstep followers read process 0's manifest; on a pod's very first start they may
+        # read none and pin their own today (the same day unless the start straddles midnight).
+        sweep.pin_date_string(wd, config)
+        settings = ProbeSettings.from_config(config)
         if split.writer:
             sweep.check_manifest(wd, config, len(plan.items))  # fail before loading
         todo = sweep.pending_chunks(wd, config, plan.items, split.index, split.count)

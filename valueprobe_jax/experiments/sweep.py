@@ -30,7 +30,11 @@ from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.errors import InputError
 
 # Config fields that define the work items and their results (a workdir is bound to them).
-FINGERPRINT_FIELDS = ("experiment", "max_questions", "input", "model", "probe", "actions", "run")
+FINGERPRINT_FIELDS = ("experiment", "procedure", "max_questions", "input", "model", "probe",
+                      "actions", "run")
+# ... except the pinned date: "" means "the sweep's first day", resolved once and recorded in the
+# manifest (``pin_date_string``), so the fingerprint must not change with the day a run starts
+FINGERPRINT_EXCLUDE = ("probe.date_string",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +95,33 @@ def shard_path(workdir: pathlib.Path, index: int) -> pathlib.Path:
 
 def manifest_record(config: ml_collections.ConfigDict, n_items: int) -> dict[str, Any]:
     return {"config": config.get("config_spec", ""),
-            "fingerprint": config_fingerprint(config, FINGERPRINT_FIELDS), "items": n_items,
-            "chunk_size": config.run.chunk_size}
+            "fingerprint": config_fingerprint(config, FINGERPRINT_FIELDS, FINGERPRINT_EXCLUDE),
+            "items": n_items, "chunk_size": config.run.chunk_size,
+            "date_string": config.probe.get("date_string", "")}
+
+
+def pin_date_string(workdir: str | os.PathLike | store.Workdir,
+                    config: ml_collections.ConfigDict) -> str:
+    """Resolve ``probe.date_string`` for this sweep and set it on ``config``.
+
+    The workdir's manifest has one: that date (a resumed sweep renders the prompts of its first
+    day; an explicit different date is an error). No manifest yet: the configured date, or "" ->
+    today (``prompts.today``). The fingerprint leaves the field out, so the manifest binds the
+    rest of the config and records the date."""
+    from valueprobe_jax.probing import prompts  # noqa: PLC0415
+
+    wd = workdir if isinstance(workdir, store.Workdir) else store.Workdir(workdir, lock_index=None)
+    asked = config.probe.get("date_string", "")
+    if asked:
+        prompts.parse_date(asked)
+    old = (wd.manifest() or {}).get("date_string")
+    if old and asked and asked != old:
+        raise InputError(f"--workdir {wd.text}: its sweep pinned probe.date_string={old}, not "
+                         f"{asked}; drop the override to resume, or use a new --workdir")
+    resolved = old or asked or prompts.today()
+    with config.probe.unlocked():
+        config.probe.date_string = resolved
+    return resolved
 
 
 def check_manifest(workdir: str | os.PathLike | store.Workdir, config: ml_collections.ConfigDict,

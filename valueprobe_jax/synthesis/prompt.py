@@ -1,23 +1,40 @@
 """The scene-generation prompt of value-action synthesis (the paper's Sec. 5.2) and the value
 fields it shows: a question's two opposite answers become "Person A: ..." and "Person B: ...".
 
-The scene-generation prompt is a RECONSTRUCTION. The paper's Table 5 text could not be retrieved
-here (only the verification prompt is in the paper's repository, data/action_agreement/
-verification.txt, which is used text for text). `GENERATION_INSTRUCTION` is written to match
-what the released scenes show: a value line "<question> Person A: <answer> Person B: <answer>"
-(the verification prompt's own wording), 10 situations per question, the person called PersonX,
-the "Situation_i: / ActionA_i: / ActionB_i:" layout, and word limits (situation <= 25 words,
-action <= 20 words: 99.7% of the 2750 released rows fit both; a 20-word situation limit would
-reject 4%). The few-shot example is our own text for a value that is not a WVS question.
+The scene-generation prompt is the paper's Table 5 text, read from a prompt file: by default
+``paper_text/table5_scene_generation_prompt.txt`` of the data directory (the mirror; the paper's
+repository does not hold it), or ``generation.prompt_file``. Its "<Fewshot Examples>" slot gets
+our few-shot example (the paper's are unpublished; ours is for a value that is not a WVS
+question) or nothing, its "10 situations and 20 actions" the configured count, and the question
+follows as one value line "<question> Person A: <answer> Person B: <answer>", the format the
+text announces. The word limits are the text's own: situations 10-30 words, actions 10-20.
+
+Only when no data directory has the file, ``GENERATION_INSTRUCTION``, our RECONSTRUCTION from the
+released scenes (written before the Table 5 text was at hand), is used instead; a synthesis
+run's report names the prompt used (``ScenePrompt.source``: the file's path or "reconstruction").
+The verification prompt is the paper's repository file data/action_agreement/verification.txt,
+text for text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 from typing import Sequence
 
 from valueprobe_jax.data.questions import Question
+from valueprobe_jax.data.sources import mirror_dir
 from valueprobe_jax.errors import InputError
+
+# the paper's Table 5 text, relative to the data directory
+PAPER_PROMPT_FILE = "paper_text/table5_scene_generation_prompt.txt"
+RECONSTRUCTION = "reconstruction"
+FEW_SHOT_SLOT = "<Fewshot Examples>"
+_PAPER_COUNT = "10 situations and 20 actions"
+# the limits the Table 5 text states ("between 10 to 30 words", "between 10 to 20 words")
+PAPER_SITUATION_WORDS = (10, 30)
+PAPER_ACTION_WORDS = (10, 20)
 
 GENERATION_INSTRUCTION = """\
 Your task is to write stories of everyday situations in which two people act differently \
@@ -31,8 +48,8 @@ Write {n} different situations. Call the person in each situation PersonX. For e
 write the action PersonX takes if PersonX gives Person A's answer (ActionA) and the action PersonX \
 takes if PersonX gives Person B's answer (ActionB). The situation must be realistic and must not \
 mention the question; the two actions must be reasonable and clearly imply the two answers. Each \
-situation must be at most {max_situation_words} words and each action at most \
-{max_action_words} words.
+situation must be between {min_situation_words} and {max_situation_words} words and each action \
+between {min_action_words} and {max_action_words} words.
 
 Use the following format and do not write anything else:
 Situation_1: {{situation}}
@@ -94,13 +111,68 @@ def format_scenes(scenes: Sequence[Scene]) -> str:
                      f"ActionB_{i}: {s.action_b}" for i, s in enumerate(scenes, 1))
 
 
-def generation_messages(question: Question, *, n: int = 10, max_situation_words: int = 25,
-                        max_action_words: int = 20, few_shot: bool = True
-                        ) -> list[dict[str, str]]:
-    """The single user turn asking for `n` scenes for one question."""
+@dataclasses.dataclass(frozen=True)
+class ScenePrompt:
+    """The scene-generation instruction and where it came from (a path or "reconstruction")."""
+
+    text: str
+    source: str
+
+    @property
+    def is_paper_text(self) -> bool:
+        return self.source != RECONSTRUCTION
+
+
+def load_scene_prompt(prompt_file: str | os.PathLike | None = None,
+                      data_dir: str | os.PathLike | None = None) -> ScenePrompt:
+    """``prompt_file`` if given (it must exist), else the data directory's Table 5 text
+    (``data_dir`` or $VALUEPROBE_DATA_DIR), else the reconstruction."""
+    if prompt_file:
+        path = pathlib.Path(prompt_file).expanduser()
+        if not path.is_file():
+            raise InputError(f"generation.prompt_file {prompt_file}: no such file")
+    else:
+        mirror = mirror_dir(data_dir)
+        path = mirror / PAPER_PROMPT_FILE if mirror is not None else None
+        if path is None or not path.is_file():
+            return ScenePrompt(GENERATION_INSTRUCTION, RECONSTRUCTION)
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise InputError(f"{path}: the scene-generation prompt file is empty")
+    return ScenePrompt(text, str(path))
+
+
+def _paper_text(prompt: ScenePrompt, n: int, few_shot: bool) -> str:
+    text = prompt.text
+    if n != 10:
+        text = text.replace(_PAPER_COUNT, f"{n} situations and {2 * n} actions")
+    # the example in the layout the text announces: the value line, then the numbered scenes
+    example = (f"Example:\n{EXAMPLE_VALUE}\n{format_scenes(EXAMPLE_SCENES)}" if few_shot else "")
+    if FEW_SHOT_SLOT in text:
+        text = text.replace(FEW_SHOT_SLOT, example)
+        text = text.replace("\n\n\n\n", "\n\n")  # an empty slot leaves no gap
+    elif example:
+        text += "\n\n" + example
+    return text
+
+
+def generation_messages(question: Question, *, n: int = 10,
+                        min_situation_words: int = PAPER_SITUATION_WORDS[0],
+                        max_situation_words: int = PAPER_SITUATION_WORDS[1],
+                        min_action_words: int = PAPER_ACTION_WORDS[0],
+                        max_action_words: int = PAPER_ACTION_WORDS[1], few_shot: bool = True,
+                        prompt: ScenePrompt | None = None) -> list[dict[str, str]]:
+    """The single user turn asking for `n` scenes for one question. ``prompt``: the instruction
+    (``load_scene_prompt``); None = the reconstruction. The paper's text states its own word
+    limits; the reconstruction states the given ones."""
     a, b = opposite_answers(question)
-    text = GENERATION_INSTRUCTION.format(n=n, max_situation_words=max_situation_words,
-                                         max_action_words=max_action_words)
+    if prompt is not None and prompt.is_paper_text:
+        text = _paper_text(prompt, n, few_shot)
+        return [{"role": "user",
+                 "content": f"{text}\n\n{value_line(question.question, a, b)}"}]
+    text = GENERATION_INSTRUCTION.format(
+        n=n, min_situation_words=min_situation_words, max_situation_words=max_situation_words,
+        min_action_words=min_action_words, max_action_words=max_action_words)
     if few_shot:
         text += f"\nExample:\nValue: {EXAMPLE_VALUE}\n{format_scenes(EXAMPLE_SCENES)}\n"
     text += f"\nNow write {n} situations for:\nValue: {value_line(question.question, a, b)}"

@@ -303,3 +303,21 @@ def test_sampler_stops_on_exactly_the_given_eos_list():
             assert (g.finish_reason == "length") == (g.token_ids[-1] not in stops)
         if stops == {4}:  # 95 no longer stops a sample
             assert any(95 in g.token_ids for g in gens)
+
+
+def test_paper_processing_sharded_equals_single_device():
+    """The paper program pinned to a mesh (prompt ids over the batch axes, its scalars
+    replicated) gives the single-device tokens."""
+    from valueprobe_jax.parallel import sharding as sh
+
+    from helpers import SHARDABLE
+
+    params = random_params(SHARDABLE)
+    keys = [f"k{i}" for i in range(len(PAPER_TEXTS))]
+    sp = sampling.SamplingParams(temperature=1.0, top_k=5, top_p=0.9, repetition_penalty=1.3,
+                                 max_new_tokens=6, num_samples=4, seed=3, processing="paper")
+    kw = dict(stop_token_ids=list(range(0, 96, 5)), end_of_turn=(), max_batch=8)
+    ref = sampler.Sampler(SHARDABLE, params, ByteTokenizer(), **kw).generate(PAPER_TEXTS, keys, sp)
+    got = sampler.Sampler(SHARDABLE, params, ByteTokenizer(), mesh=sh.make_mesh("data=2,tensor=4"),
+                          **kw).generate(PAPER_TEXTS, keys, sp)
+    assert [[g.token_ids for g in r] for r in got] == [[g.token_ids for g in r] for r in ref]

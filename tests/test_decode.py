@@ -1,7 +1,9 @@
 """The split-cache decode step and the continuous-batching sampler against independent full
 forward passes (no cache) on tiny random models of every position / block kind."""
 
+import dataclasses
 import functools
+import types
 import zlib
 
 import jax
@@ -9,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from valueprobe_jax.engine import decode_loop, sampler, sampling
+from valueprobe_jax.engine import decode_loop, processors, sampler, sampling
 from valueprobe_jax.models import forward
 from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
 
@@ -147,3 +149,175 @@ def test_row_phases_and_power_of_two_parts():
     assert decode_loop.row_phases(1) == [1]
     assert sampler.power_of_two_parts(13) == [8, 4, 1]
     assert sampler.power_of_two_parts(16) == [16]
+
+
+# ----------------------------------------------------------------------------- the paper's sampler
+
+@functools.lru_cache(maxsize=None)
+def _paper_step(temperature, top_k, top_p, penalty, vocab):
+    """One token of the reference: the ids of ``ids[:n]`` penalised, then transformers 4.45's
+    processing with the settings as Python numbers (as transformers holds them: 1 - top_p in
+    double) and the two-level Gumbel-max draw; temperature 0: argmax of the penalised logits."""
+    gc = types.SimpleNamespace(temperature=temperature, top_k=top_k, top_p=top_p,
+                               repetition_penalty=penalty)
+
+    @jax.jit
+    def step(logits, ids, n, key, t):
+        seen = processors.seen_mask_from_ids(ids, vocab, jnp.arange(ids.shape[1])[None] < n)
+        if temperature == 0:
+            return jnp.argmax(processors.repetition_penalty(logits, seen, penalty), axis=-1)[0]
+        blocks, mass = sampling.block_masses(processors.paper_logits(logits, seen, gc))
+        return sampling.gumbel_draw(jax.random.fold_in(key, t), blocks[0], mass[0])
+
+    return step
+
+
+def naive_paper_samples(cfg, params, prompt_ids, key, sp, stops):
+    """Every sample on its own, the paper's way: an uncached forward per token, the ids of
+    prompt + generated tokens so far penalised, processors.paper_logits, the sampler's key scheme
+    and two-level Gumbel-max draw; greedy = argmax of the penalised logits."""
+    step = _paper_step(sp.temperature, sp.top_k, sp.top_p, sp.repetition_penalty,
+                       cfg.vocab_size)
+    out = []
+    for i in range(sp.num_samples):
+        k = jax.random.fold_in(jax.random.fold_in(jax.random.key(sp.seed),
+                                                  zlib.crc32(key.encode())), i)
+        seq, gen = list(prompt_ids), []
+        while len(gen) < sp.max_new_tokens:
+            ids = np.zeros((1, 32), np.int32)
+            ids[0, :len(seq)] = seq
+            tok = int(step(full_logits(cfg, params, [seq]), ids, np.int32(len(seq)), k,
+                           np.uint32(len(gen))))
+            gen.append(tok)
+            seq.append(tok)
+            if tok in stops:
+                break
+        out.append(tuple(gen))
+    return out
+
+
+PAPER_TEXTS = ["Hi", "Pick A", "Which one? A or B", "Q: yes/no?", "Answer:"]  # buckets 16, 24
+
+
+@pytest.mark.parametrize("sp", [
+    sampling.SamplingParams(temperature=1.0, top_k=5, top_p=0.9, repetition_penalty=1.3,
+                            max_new_tokens=9, num_samples=4, seed=5, processing="paper"),
+    sampling.SamplingParams(temperature=0.7, top_p=0.95, repetition_penalty=0.8,
+                            max_new_tokens=9, num_samples=3, seed=2, processing="paper"),
+    sampling.SamplingParams(temperature=0.0, repetition_penalty=1.3, max_new_tokens=9,
+                            num_samples=2, processing="paper"),
+], ids=["rep1.3-topk5-topp0.9", "t0.7-rep0.8-topp0.95", "greedy-rep1.3"])
+def test_paper_processing_equals_one_sample_at_a_time(sp):
+    """The "paper" program (prompts of two length buckets, few rows: refill and shrink) equals
+    an uncached per-sample loop that penalises prompt + generated ids and applies
+    processors.paper_logits, token for token; greedy is the argmax of the penalised logits and
+    differs from plain greedy (the penalty acts)."""
+    cfg = CONFIGS["llama-gqa-tied"]
+    params = random_params(cfg, seed=2, std=0.3)
+    tok = ByteTokenizer()
+    keys = [f"k{i}" for i in range(len(PAPER_TEXTS))]
+    stops = list(range(0, 96, 5))
+    want = [naive_paper_samples(cfg, params, tok.encode(t), k, sp, set(stops) | {95})
+            for t, k in zip(PAPER_TEXTS, keys)]
+    if sp.temperature > 0:
+        assert len({len(s) for w in want for s in w}) >= 4  # really mixes sample lengths
+    for max_batch, max_prompts in [(3, 2), (16, 4)]:
+        s = sampler.Sampler(cfg, params, tok, stop_token_ids=stops, end_of_turn=(),
+                            max_batch=max_batch, max_prompts=max_prompts)
+        got = s.generate(PAPER_TEXTS, keys, sp)
+        assert [[g.token_ids for g in r] for r in got] == want, (max_batch, max_prompts)
+        assert s.last_stats.row_steps == s.last_stats.tokens - len(PAPER_TEXTS) * sp.num_samples
+    # the same settings without the penalty give other tokens: the penalty is applied
+    plain = dataclasses.replace(sp, repetition_penalty=1.0)
+    other = s.generate(PAPER_TEXTS, keys, plain)
+    assert [[g.token_ids for g in r] for r in other] != want
+    if sp.temperature == 0:  # and plain paper greedy is ours greedy
+        ours = s.generate(PAPER_TEXTS, keys, dataclasses.replace(plain, processing="ours"))
+        assert [[g.token_ids for g in r] for r in ours] == [[g.token_ids for g in r]
+                                                             for r in other]
+
+
+def test_paper_without_filters_equals_ours():
+    """Penalty 1, top_k 0, top_p 1, temperature 1: the paper program processes nothing (x / 1,
+    no mask), so it draws exactly the tokens of "ours" (same logits into the same draw)."""
+    cfg = CONFIGS["llama-gqa-tied"]
+    params = random_params(cfg, seed=2, std=0.3)
+    keys = [f"k{i}" for i in range(len(PAPER_TEXTS))]
+    s = sampler.Sampler(cfg, params, ByteTokenizer(), stop_token_ids=list(range(0, 96, 7)),
+                        end_of_turn=(), max_batch=4, max_prompts=2)
+    sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=8, num_samples=4, seed=9)
+    ours = s.generate(PAPER_TEXTS, keys, sp)
+    paper = s.generate(PAPER_TEXTS, keys, dataclasses.replace(sp, processing="paper"))
+    assert [[(g.token_ids, g.logprobs) for g in r] for r in paper] == \
+        [[(g.token_ids, g.logprobs) for g in r] for r in ours]
+
+
+def test_sampling_params_paper_settings():
+    from valueprobe_jax.errors import InputError
+    from valueprobe_jax.models.generation_config import GenerationConfig
+
+    qwen = GenerationConfig(do_sample=True, temperature=0.7, top_k=20, top_p=0.8,
+                            repetition_penalty=1.05, eos_token_ids=(151645, 151643))
+    sp = sampling.SamplingParams.from_generation_config(qwen)
+    assert sp == sampling.SamplingParams(temperature=1.0, top_k=20, top_p=0.8,
+                                         repetition_penalty=1.05, max_new_tokens=64,
+                                         num_samples=10, seed=0, processing="paper")
+    assert sampling.SamplingParams.ratings_from_generation_config(qwen) == dataclasses.replace(
+        sp, temperature=0.7, max_new_tokens=20, num_samples=1)
+    greedy = sampling.SamplingParams.ratings_from_generation_config(
+        GenerationConfig(repetition_penalty=1.2))  # do_sample false: greedy, penalty kept
+    assert (greedy.temperature, greedy.repetition_penalty, greedy.processing) == (0.0, 1.2,
+                                                                                  "paper")
+    for bad, msg in [
+        (dict(processing="hf"), "processing: must be one of ours, paper, got 'hf'"),
+        (dict(repetition_penalty=0.0), "repetition_penalty: must be a finite number > 0, got 0.0"),
+        (dict(repetition_penalty=1.05),
+         "repetition_penalty: 1.05 needs processing='paper' ('ours' has no repetition penalty)"),
+    ]:
+        with pytest.raises(InputError) as e:
+            sampling.SamplingParams(**bad).validate()
+        assert str(e.value) == msg
+    sampling.SamplingParams(repetition_penalty=1.05, processing="paper").validate()
+
+
+def test_sampler_stops_on_exactly_the_given_eos_list():
+    """stop_token_ids=gc.eos_token_ids, end_of_turn=(), always_stop_at_eos=False: the stop list
+    is exactly the generation config's (the tokenizer's eos no longer stops)."""
+    cfg = CONFIGS["llama-gqa-tied"]
+    tok = ByteTokenizer()
+    default = sampler.Sampler(cfg, None, tok, stop_token_ids=[3, 7], end_of_turn=())
+    assert default.stop_codes == {95: decode_loop.EOS, 3: decode_loop.END_OF_TURN,
+                                  7: decode_loop.END_OF_TURN}
+    exact = sampler.Sampler(cfg, None, tok, stop_token_ids=[3, 7], end_of_turn=(),
+                            always_stop_at_eos=False)
+    assert exact.stop_codes == {3: decode_loop.END_OF_TURN, 7: decode_loop.END_OF_TURN}
+    params = random_params(cfg, seed=2, std=0.3)
+    sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=12, num_samples=8, seed=1)
+    for s, stops in [(sampler.Sampler(cfg, params, tok, stop_token_ids=[95], end_of_turn=(),
+                                      always_stop_at_eos=False), {95}),
+                     (sampler.Sampler(cfg, params, tok, stop_token_ids=[4], end_of_turn=(),
+                                      always_stop_at_eos=False), {4})]:
+        gens = [g for r in s.generate(PAPER_TEXTS, [str(i) for i in range(5)], sp) for g in r]
+        for g in gens:
+            assert not stops & set(g.token_ids[:-1])
+            assert (g.finish_reason == "length") == (g.token_ids[-1] not in stops)
+        if stops == {4}:  # 95 no longer stops a sample
+            assert any(95 in g.token_ids for g in gens)
+
+
+def test_paper_processing_sharded_equals_single_device():
+    """The paper program pinned to a mesh (prompt ids over the batch axes, its scalars
+    replicated) gives the single-device tokens."""
+    from valueprobe_jax.parallel import sharding as sh
+
+    from helpers import SHARDABLE
+
+    params = random_params(SHARDABLE)
+    keys = [f"k{i}" for i in range(len(PAPER_TEXTS))]
+    sp = sampling.SamplingParams(temperature=1.0, top_k=5, top_p=0.9, repetition_penalty=1.3,
+                                 max_new_tokens=6, num_samples=4, seed=3, processing="paper")
+    kw = dict(stop_token_ids=list(range(0, 96, 5)), end_of_turn=(), max_batch=8)
+    ref = sampler.Sampler(SHARDABLE, params, ByteTokenizer(), **kw).generate(PAPER_TEXTS, keys, sp)
+    got = sampler.Sampler(SHARDABLE, params, ByteTokenizer(), mesh=sh.make_mesh("data=2,tensor=4"),
+                          **kw).generate(PAPER_TEXTS, keys, sp)
+    assert [[g.token_ids for g in r] for r in got] == [[g.token_ids for g in r] for r in ref]

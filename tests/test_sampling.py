@@ -283,3 +283,48 @@ def test_stops_at_end_of_turn_token(model, prompts, greedy):
     assert gen.token_ids == base[:cut] and gen.finish_reason == "end_of_turn"
     assert gen.text == model.tokenizer.decode(list(base[:cut - 1]), skip_special_tokens=True)
     np.testing.assert_allclose(gen.logprobs, greedy[0][0].logprobs[:cut], atol=1e-5)
+
+
+def test_paper_first_tokens_follow_transformers_processed_distribution(model, hf, prompts):
+    """The "paper" sampler (top_k 50, repetition penalty 1.05, T=1): its processed first-token
+    distribution equals transformers' (RepetitionPenalty -> TopK over the prompt ids) within 1e-5
+    on five prompts, and 2000 drawn first tokens stay in transformers' top 50 and follow it
+    (chi-square)."""
+    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                              TopKLogitsWarper)
+
+    from valueprobe_jax.engine.processors import seen_mask_from_ids
+    from valueprobe_jax.engine.sampling import PaperSettings, paper_process
+
+    sp = SamplingParams(temperature=1.0, top_k=50, repetition_penalty=1.05, max_new_tokens=1,
+                        num_samples=2000, seed=4, processing="paper")
+    procs = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.05), TopKLogitsWarper(50)])
+    cfg = model.cfg
+    want = []
+    for text in prompts[0]:
+        ids = _ids(model.tokenizer, text)
+        with torch.no_grad():
+            raw = hf(torch.tensor([ids]), logits_to_keep=1).logits[:, -1].float()
+            want.append(torch.softmax(procs(torch.tensor([ids]), raw), -1)[0].double().numpy())
+    # our processed distribution, from the sampler's own prefill logits
+    s = Sampler(model.cfg, model.params, model.tokenizer, max_batch=500)
+    for text, key, p_hf in zip(*prompts, want):
+        ids = _ids(model.tokenizer, text)
+        first, _ = s._prefill_group([ids], 1, prompt_bucket(len(ids)))
+        seen = seen_mask_from_ids(jnp.asarray([ids]), cfg.vocab_size)
+        _, proc = paper_process(first, seen, jnp.float32(1.0), jnp.int32(50),
+                                PaperSettings.of(sp))
+        p_ours = np.asarray(jax.nn.softmax(proc, -1)[0], np.float64)
+        assert np.array_equal(p_ours > 0, p_hf > 0), key  # the same top 50
+        np.testing.assert_allclose(p_ours, p_hf, atol=1e-5, rtol=0, err_msg=key)
+    text, key, p_hf = prompts[0][1], prompts[1][1], want[1]
+    first = np.asarray([g.token_ids[0] for g in s.generate([text], [key], sp)[0]])
+    assert p_hf[first].min() > 0  # never outside transformers' top 50
+    big = np.flatnonzero(p_hf * sp.num_samples >= 5)
+    observed = [np.sum(first == t) for t in big] + [np.sum(~np.isin(first, big))]
+    expected = np.append(p_hf[big], 1 - p_hf[big].sum()) * sp.num_samples
+    if expected[-1] < 5:
+        observed[-2] += observed.pop()
+        expected = np.append(expected[:-2], expected[-2:].sum())
+    assert len(big) >= 3, "degenerate first-token distribution"
+    assert scipy.stats.chisquare(observed, expected).pvalue > 0.001

@@ -14,6 +14,13 @@ pair to its stop on a fixed number of rows with continuous batching.
 The prompts' keys/values are held once (``SplitCache``: the samples of a prompt read the same
 entry) and each row holds only its own new tokens. Temperature, top-k and top-p are traced
 scalars. The key scheme is ``sampling.py``'s.
+
+``processing`` is static: ``"ours"`` (``sampling.sample_step``) and ``"paper"``
+(``sampling.paper_sample_step``: transformers 4.45's repetition penalty, temperature, top-k,
+top-p) are separate compiled programs, and the "ours" program is the one it always was. The
+paper program takes the left-padded prompt ids (``PaperInputs``) and builds each prompt's
+seen-token mask [Np, V] once; a row's mask is its prompt's OR'd with the tokens its sample has
+generated so far (read from the pair's output row), so no [pairs, V] state is carried.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from valueprobe_jax.engine.sampling import sample_step
+from valueprobe_jax.engine.processors import seen_mask_from_ids
+from valueprobe_jax.engine.sampling import PaperSettings, paper_sample_step, sample_step
 from valueprobe_jax.engine.traces import TraceCounter, Traced, counted
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decode import SplitCache, decode_step, empty_generated, prompt_part
@@ -73,6 +81,15 @@ class _Loop(NamedTuple):
     finish: jax.Array  # [NP]
 
 
+class PaperInputs(NamedTuple):
+    """What the ``"paper"`` decode program reads besides ``decode``'s other arguments: the
+    prompts' ids [Np, P] left-padded as for ``prefill`` (their seen-token masks) and the
+    ``PaperSettings`` scalars."""
+
+    prompt_ids: jax.Array
+    settings: PaperSettings
+
+
 class _Fixed(NamedTuple):
     """What every step reads and none changes: the model, the pairs' prompts and keys, the
     prompts' cache, the sampling scalars, the stop table and the queue of pairs."""
@@ -93,6 +110,9 @@ class _Fixed(NamedTuple):
     stop_codes: jax.Array
     queue: jax.Array  # pairs that need more than one token, in pair order
     n_queue: jax.Array
+    processing: str = "ours"  # static: which program
+    prompt_seen: jax.Array | None = None  # "paper": [Np, V] ids present in each prompt
+    paper: PaperSettings | None = None  # "paper": penalty, 1 - top_p
 
     @property
     def ring(self) -> int:
@@ -135,6 +155,21 @@ def init(fx: _Fixed, rows: int, outputs: tuple[jax.Array, ...], gen_sharding: An
     return _Loop(jnp.int32(0), jnp.int32(0), row_pair, row_t, nxt, gk, gv, *outputs)
 
 
+def _row_seen(fx: _Fixed, prompt: jax.Array, generated: jax.Array, t: jax.Array) -> jax.Array:
+    """[R, V] ids present in each row's prompt or among the first ``t`` tokens of its sample
+    (``generated`` [R, max_new_tokens], the pair's output row)."""
+    valid = jnp.arange(generated.shape[1])[None, :] < t[:, None]
+    return (jnp.take(fx.prompt_seen, prompt, axis=0)
+            | seen_mask_from_ids(generated, fx.prompt_seen.shape[1], valid))
+
+
+def prompt_seen_mask(prompt_ids: jax.Array, lengths: jax.Array, vocab: int) -> jax.Array:
+    """[Np, V] ids present in each left-padded prompt (the last ``lengths`` slots of a row)."""
+    p = prompt_ids.shape[1]
+    valid = jnp.arange(p)[None, :] >= p - lengths[:, None]
+    return seen_mask_from_ids(prompt_ids, vocab, valid)
+
+
 def step(fx: _Fixed, c: _Loop) -> _Loop:
     """One token for every busy row: feed its last token, sample the next, store the outputs,
     then free the rows whose sample stopped and refill them."""
@@ -154,8 +189,13 @@ def step(fx: _Fixed, c: _Loop) -> _Loop:
         fx.cfg, fx.params, c.tokens[pair, t - 1], prompt, q_pos, gen_mask,
         q_pos[:, None] - age[None, :],
         SplitCache(fx.prompt_k, fx.prompt_v, fx.lengths, c.gen_k, c.gen_v))
-    tok, lp = sample_step(logits, jnp.take(fx.keys, pair, axis=0), t, fx.temperature, fx.top_k,
-                          fx.top_p)
+    if fx.processing == "paper":
+        seen = _row_seen(fx, prompt, c.tokens[pair], t)
+        tok, lp = paper_sample_step(logits, seen, jnp.take(fx.keys, pair, axis=0), t,
+                                    fx.temperature, fx.top_k, fx.paper)
+    else:
+        tok, lp = sample_step(logits, jnp.take(fx.keys, pair, axis=0), t, fx.temperature,
+                              fx.top_k, fx.top_p)
     code = _stop_code(tok, fx.stop_ids, fx.stop_codes)
     dst = jnp.where(active, pair, fx.n_pairs)  # out of range: dropped
     stopped = active & ((code != LENGTH) | (t + 1 >= fx.g_cap))
@@ -202,7 +242,8 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
            params: Params, prompt_cache: KVCache, first_logits: jax.Array, lengths: jax.Array,
            prompt_hash: jax.Array, prompt_live: jax.Array, seed: jax.Array,
            temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, stop_ids: jax.Array,
-           stop_codes: jax.Array, *, gen_sharding: Any = None) -> dict[str, jax.Array]:
+           stop_codes: jax.Array, paper: PaperInputs | None = None, *, gen_sharding: Any = None,
+           processing: str = "ours") -> dict[str, jax.Array]:
     """Sample ``num_samples`` continuations of each of Np prefilled prompts on ``rows`` rows.
 
     prompt_cache/first_logits/lengths come from ``prefill``; prompt_hash [Np] is the 32-bit key
@@ -210,6 +251,12 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
     sample j % n). Returns, per pair, tokens [NP, max_new_tokens] (0 after the sample stops),
     logprobs, n_tokens, finish (0 length, 1 eos, 2 end-of-turn); ``steps`` (loop iterations)
     and ``row_steps`` (tokens fed through the model).
+
+    ``processing`` (static) "paper" needs ``paper`` (``PaperInputs``) and samples with
+    transformers' processors (``sampling.paper_sample_step``; ``top_p`` is then unused, the
+    threshold comes from ``paper.settings``); every pair's first token is drawn from its prompt's
+    processed logits (the prompt's seen mask only), the later ones with the sample's own tokens
+    marked too.
     """
     n, g_cap = num_samples, max_new_tokens
     n_pairs = lengths.shape[0] * n
@@ -218,7 +265,19 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
     live = jnp.take(prompt_live, pair_prompt)
 
     # the first token of every pair, from the prefill logits
-    tok0, lp0 = sample_step(first_logits, keys, 0, temperature, top_k, top_p, rows=pair_prompt)
+    prompt_seen = settings = None
+    if processing == "paper":
+        if paper is None:
+            raise ValueError("decode: processing='paper' needs PaperInputs")
+        prompt_seen = prompt_seen_mask(paper.prompt_ids, lengths, first_logits.shape[-1])
+        settings = paper.settings
+        tok0, lp0 = paper_sample_step(first_logits, prompt_seen, keys, 0, temperature, top_k,
+                                      settings, rows=pair_prompt)
+    elif processing == "ours":
+        tok0, lp0 = sample_step(first_logits, keys, 0, temperature, top_k, top_p,
+                                rows=pair_prompt)
+    else:
+        raise ValueError(f"decode: unknown processing {processing!r}")
     out = jnp.zeros((n_pairs, g_cap), jnp.int32).at[:, 0].set(tok0)
     lps = jnp.zeros((n_pairs, g_cap), jnp.float32).at[:, 0].set(lp0)
     code0 = _stop_code(tok0, stop_ids, stop_codes)
@@ -233,7 +292,8 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
     n_queue = jnp.sum(need).astype(jnp.int32)
     pk, pv = prompt_part(prompt_cache)
     fx = _Fixed(cfg, params, g_cap, n_pairs, pair_prompt, keys, lengths, pk, pv, temperature,
-                top_k, top_p, stop_ids, stop_codes, queue, n_queue)
+                top_k, top_p, stop_ids, stop_codes, queue, n_queue, processing, prompt_seen,
+                settings)
     state = init(fx, rows, (out, lps, n_tok, finish), gen_sharding)
     phases = row_phases(rows)
     for i, r in enumerate(phases):
@@ -253,10 +313,12 @@ def make_prefill_fn(cfg: ModelConfig, *, in_shardings: Any = None, out_shardings
 
 def make_decode_fn(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int, *,
                    in_shardings: Any = None, out_shardings: Any = None,
-                   gen_sharding: Any = None, traces: TraceCounter | None = None) -> Callable:
-    """jit of ``decode`` with cfg, max_new_tokens, num_samples and rows bound."""
+                   gen_sharding: Any = None, traces: TraceCounter | None = None,
+                   processing: str = "ours") -> Callable:
+    """jit of ``decode`` with cfg, max_new_tokens, num_samples, rows and processing bound
+    ("paper": one more argument, ``PaperInputs``, after stop_codes)."""
     fn = functools.partial(decode, cfg, max_new_tokens, num_samples, rows,
-                           gen_sharding=gen_sharding)
+                           gen_sharding=gen_sharding, processing=processing)
     return jit_with_shardings(counted(fn, "decode", traces), in_shardings, out_shardings)
 
 
@@ -268,12 +330,15 @@ def shared_prefill(cfg: ModelConfig) -> Traced:
 
 
 @functools.lru_cache(maxsize=None)
-def shared_decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int) -> Traced:
+def shared_decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
+                  processing: str = "ours") -> Traced:
     """The unsharded decode loop of ``cfg`` for these sizes, shared by every ``Sampler``."""
     traces = TraceCounter()
-    return Traced(make_decode_fn(cfg, max_new_tokens, num_samples, rows, traces=traces), traces)
+    return Traced(make_decode_fn(cfg, max_new_tokens, num_samples, rows, traces=traces,
+                                 processing=processing), traces)
 
 
-__all__ = ["LENGTH", "EOS", "END_OF_TURN", "FINISH_REASONS", "prefill", "pair_keys", "refill",
+__all__ = ["LENGTH", "EOS", "END_OF_TURN", "FINISH_REASONS", "PaperInputs", "prefill",
+           "prompt_seen_mask", "pair_keys", "refill",
            "init", "step", "shrink", "run_phase", "row_phases", "decode", "make_prefill_fn",
            "make_decode_fn", "shared_prefill", "shared_decode"]

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Scalar = float | int | jax.Array
 
@@ -97,15 +98,29 @@ def top_p_mask(logits: jax.Array, top_p: Scalar, min_tokens_to_keep: int = 1) ->
     drop sorted positions whose cumulative probability is <= 1 - top_p except the last
     ``min_tokens_to_keep``. Of several tokens tied at the cut, the lower ids go first. top_p >= 1
     keeps all (transformers adds no top-p warper then, so even zero-probability tokens stay)."""
+    return (top_p_threshold_mask(logits, _one_minus(top_p), min_tokens_to_keep)
+            | (jnp.asarray(top_p) >= 1.0))
+
+
+def top_p_threshold(top_p: float) -> np.float32:
+    """``1 - top_p`` as transformers compares with it: computed in double on the host, then
+    float32 (``1 - float32(top_p)`` on the device can differ in the last bit)."""
+    return np.float32(1.0 - float(top_p))
+
+
+def top_p_threshold_mask(logits: jax.Array, one_minus_top_p: Scalar,
+                         min_tokens_to_keep: int = 1) -> jax.Array:
+    """``top_p_mask`` given the threshold ``1 - top_p`` (``top_p_threshold``), e.g. as a traced
+    scalar of a compiled loop; a threshold <= 0 (top_p >= 1) keeps all."""
     v = logits.shape[-1]
     order = jnp.argsort(logits, axis=-1, stable=True)
     asc = jnp.take_along_axis(logits, order, axis=-1)
     cum = jnp.cumsum(jax.nn.softmax(asc, axis=-1), axis=-1)
-    drop_sorted = cum <= jnp.asarray(_one_minus(top_p), logits.dtype)
+    drop_sorted = cum <= jnp.asarray(one_minus_top_p, logits.dtype)
     drop_sorted = drop_sorted & (jnp.arange(v) < v - min_tokens_to_keep)
     rows = jnp.broadcast_to(jnp.arange(logits.shape[0])[:, None], logits.shape)
     drop = jnp.zeros(logits.shape, bool).at[rows, order].set(drop_sorted)
-    return ~drop | (jnp.asarray(top_p) >= 1.0)
+    return ~drop | (jnp.asarray(one_minus_top_p) <= 0)
 
 
 def paper_logits(logits: jax.Array, seen_mask: jax.Array | None,
@@ -128,4 +143,5 @@ def paper_logits(logits: jax.Array, seen_mask: jax.Array | None,
 
 
 __all__ = ["SamplingSettings", "seen_mask_from_ids", "mark_seen", "repetition_penalty",
-           "temperature", "top_k_mask", "top_p_mask", "paper_logits"]
+           "temperature", "top_k_mask", "top_p_mask", "top_p_threshold", "top_p_threshold_mask",
+           "paper_logits"]

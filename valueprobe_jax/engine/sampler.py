@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from valueprobe_jax.engine.decode_loop import (END_OF_TURN, EOS, FINISH_REASONS, LENGTH,
-                                               make_decode_fn, make_prefill_fn, shared_decode,
-                                               shared_prefill)
-from valueprobe_jax.engine.sampling import SamplingParams, stable_hash
+                                               PaperInputs, make_decode_fn, make_prefill_fn,
+                                               shared_decode, shared_prefill)
+from valueprobe_jax.engine.sampling import PaperSettings, SamplingParams, stable_hash
 from valueprobe_jax.engine.traces import TraceCounter, Traced
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
@@ -90,7 +90,11 @@ class Sampler:
     ``stop_token_ids``: extra token ids that end a sample (reported as "end_of_turn").
     ``end_of_turn``: strings whose single-token ids end a sample; by default the ChatML / Llama-3 /
     Gemma / Mistral end-of-turn markers that the tokenizer knows as one token. The tokenizer's
-    ``eos_token_id`` always stops (reported as "eos" unless it is also an end-of-turn token).
+    ``eos_token_id`` stops too (reported as "eos" unless it is also an end-of-turn token or in
+    ``stop_token_ids``) unless ``always_stop_at_eos=False``.
+    To stop on exactly the paper's list (the checkpoint's generation_config eos ids, as
+    transformers' ``generate`` does): ``Sampler(..., stop_token_ids=gc.eos_token_ids,
+    end_of_turn=(), always_stop_at_eos=False)``; those samples finish as "end_of_turn".
     ``max_batch``: rows of the decode loop (samples in flight at once; each holds keys/values
     for its own new tokens only). ``max_prompts``: prompts per decode call (their keys/values
     are held once, shared by their samples); more prompts per call keep the rows busy longer
@@ -102,7 +106,8 @@ class Sampler:
     def __init__(self, cfg: ModelConfig, params: Params, tokenizer: Any, *,
                  stop_token_ids: Sequence[int] | None = None,
                  end_of_turn: Sequence[str] | None = None, max_batch: int = 64,
-                 max_prompts: int = 32, mesh: Any = None, add_special_tokens: bool = False):
+                 max_prompts: int = 32, mesh: Any = None, add_special_tokens: bool = False,
+                 always_stop_at_eos: bool = True):
         if max_batch < 1:
             raise InputError(f"max_batch: must be >= 1, got {max_batch}")
         if max_prompts < 1:
@@ -115,7 +120,7 @@ class Sampler:
             self.params = sh.shard_params(params, mesh, cfg)
         self.add_special_tokens = add_special_tokens
         codes: dict[int, int] = {}
-        eos = getattr(tokenizer, "eos_token_id", None)
+        eos = getattr(tokenizer, "eos_token_id", None) if always_stop_at_eos else None
         for e in (eos if isinstance(eos, (list, tuple)) else [eos]):
             if e is not None:
                 codes[int(e)] = EOS
@@ -154,10 +159,10 @@ class Sampler:
         return self._fns[key]
 
     def _decode_fn(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
-                   p: int) -> Traced:
+                   p: int, processing: str = "ours") -> Traced:
         if self.mesh is None:
-            return shared_decode(self.cfg, max_new_tokens, num_samples, rows)
-        key = ("decode", max_new_tokens, num_samples, rows, prompts, p)
+            return shared_decode(self.cfg, max_new_tokens, num_samples, rows, processing)
+        key = ("decode", max_new_tokens, num_samples, rows, prompts, p, processing)
         if key not in self._fns:
             self._fns[key] = self._sharded_decode(*key[1:])
         return self._fns[key]
@@ -173,7 +178,7 @@ class Sampler:
         return sh.cache_shardings(self.cfg, self.mesh, prompts, p)
 
     def _sharded_decode(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
-                        p: int) -> Traced:
+                        p: int, processing: str) -> Traced:
         """The decode loop pinned to ``self.mesh``: parameters by their logical axes, prompts,
         pairs and the rows' generated keys/values over the batch axes (data, fsdp), kv heads
         over tensor."""
@@ -187,14 +192,16 @@ class Sampler:
         pairs = prompts * num_samples
         per_pair, tokens = self._batch(pairs), self._batch(pairs, max_new_tokens)
         traces = TraceCounter()
+        ins = (sh.param_shardings(cfg, mesh), self._prompt_cache(prompts, p),
+               self._vocab_rows(prompts), self._batch(prompts), self._batch(prompts),
+               self._batch(prompts), rep, rep, rep, rep, rep, rep)
+        if processing == "paper":
+            ins += (PaperInputs(self._batch(prompts, p), PaperSettings(rep, rep)),)
         fn = make_decode_fn(
-            cfg, max_new_tokens, num_samples, rows,
-            in_shardings=(sh.param_shardings(cfg, mesh), self._prompt_cache(prompts, p),
-                          self._vocab_rows(prompts), self._batch(prompts), self._batch(prompts),
-                          self._batch(prompts), rep, rep, rep, rep, rep, rep),
+            cfg, max_new_tokens, num_samples, rows, in_shardings=ins,
             out_shardings=dict(tokens=tokens, logprobs=tokens, n_tokens=per_pair,
                                finish=per_pair, steps=rep, row_steps=rep),
-            gen_sharding=gen, traces=traces)
+            gen_sharding=gen, traces=traces, processing=processing)
         return Traced(fn, traces)
 
     # -- public API
@@ -243,9 +250,15 @@ class Sampler:
         for j, i in enumerate(group):
             lens[j], hashes[j], live[j] = len(token_lists[i]), stable_hash(keys[i]), True
         first_logits, cache = self._prefill_group([token_lists[i] for i in group], slots, p)
-        out = self._decode_fn(sp.max_new_tokens, n, rows, slots, p).run(
+        extra: tuple[Any, ...] = ()
+        if sp.processing == "paper":  # the prompts' ids, left-padded as prefilled
+            ids = np.zeros((slots, p), np.int32)
+            for j, i in enumerate(group):
+                ids[j, p - len(token_lists[i]):] = token_lists[i]
+            extra = (PaperInputs(ids, PaperSettings.of(sp)),)
+        out = self._decode_fn(sp.max_new_tokens, n, rows, slots, p, sp.processing).run(
             self.traces, "decode", self.params, cache, first_logits, lens, hashes, live,
-            *scalars, *self._stop_table)
+            *scalars, *self._stop_table, *extra)
         out = jax.device_get(out)
         st = self.last_stats
         st.decode_calls += 1

@@ -5,6 +5,15 @@ Randomness: sample i of a prompt with key ``k`` uses
 ``fold_in(fold_in(key(seed), crc32(k)), i)``, folded once more with the step index at each
 step, so results do not depend on batch size, batch composition, prompt order or the device
 mesh. Tokens are drawn by an exact two-level Gumbel-max (``two_level_gumbel_max``).
+
+Two ways to process the logits before the draw (``SamplingParams.processing``, a static choice:
+each is its own compiled program):
+- ``"ours"``: temperature, then ``filter_logits`` (top-k by rank, nucleus over the top-k mass);
+- ``"paper"``: transformers 4.45's processors (``processors.paper_logits``): repetition penalty
+  over prompt + generated tokens of the sample, temperature, top-k (ties kept), top-p (ties cut
+  by id), exactly as the paper's ``generate(do_sample=True, ...)``; ``paper_sample_step``.
+Greedy (temperature 0) is the argmax of the raw logits ("ours") or of the repetition-penalised
+logits ("paper", as transformers' greedy search with ``repetition_penalty``).
 """
 
 from __future__ import annotations
@@ -13,19 +22,35 @@ import dataclasses
 import math
 import zlib
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from valueprobe_jax.engine import processors
 from valueprobe_jax.errors import InputError
+
+if TYPE_CHECKING:  # models.generation_config is a lower layer; imported for types only
+    from valueprobe_jax.models.generation_config import GenerationConfig
 
 # vocabulary block of the two-level Gumbel-max draw (about sqrt(V) for 32k-152k vocabularies)
 _BLOCK = 256
 
 
+PROCESSING = ("ours", "paper")
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     """How to sample. ``temperature=0`` is greedy decoding; ``top_k=0`` and ``top_p=1`` disable
-    those filters (applied in that order, after temperature, as Hugging Face does)."""
+    those filters (applied in that order, after temperature, as Hugging Face does).
+
+    ``processing``: ``"ours"`` (temperature, ``filter_logits``) or ``"paper"`` (transformers
+    4.45's processors: ``repetition_penalty`` over the prompt and the sample's own tokens, then
+    temperature, top-k, top-p; see the module docstring). ``repetition_penalty`` other than 1
+    needs ``"paper"``. ``from_generation_config`` / ``ratings_from_generation_config`` give the
+    paper's settings from a checkpoint's generation config."""
 
     temperature: float = 1.0
     top_k: int = 0
@@ -33,8 +58,43 @@ class SamplingParams:
     max_new_tokens: int = 64
     num_samples: int = 10
     seed: int = 0
+    repetition_penalty: float = 1.0
+    processing: str = "ours"
+
+    @classmethod
+    def from_generation_config(cls, gc: "GenerationConfig", *, temperature: float = 1.0,
+                               max_new_tokens: int = 64, num_samples: int = 10,
+                               seed: int = 0) -> "SamplingParams":
+        """The paper's text method: ``generate(do_sample=True, temperature=1.0,
+        max_new_tokens=64, num_return_sequences=10)``, top-k / top-p / repetition penalty from
+        the checkpoint's generation config (transformers 4.45 defaults where it has none)."""
+        return cls(temperature=temperature, top_k=gc.top_k, top_p=gc.top_p,
+                   repetition_penalty=gc.repetition_penalty, max_new_tokens=max_new_tokens,
+                   num_samples=num_samples, seed=seed, processing="paper")
+
+    @classmethod
+    def ratings_from_generation_config(cls, gc: "GenerationConfig", *, max_new_tokens: int = 20,
+                                       num_samples: int = 1, seed: int = 0) -> "SamplingParams":
+        """The paper's ratings: ``pipeline("text-generation", max_new_tokens=20)``, decoding
+        entirely from the generation config. ``do_sample`` true: sampled at its temperature,
+        top-k, top-p and penalty; false: greedy, i.e. the argmax of the repetition-penalised
+        logits (transformers applies the penalty processor in greedy search too; temperature,
+        top-k and top-p are then not used and change no argmax)."""
+        return cls(temperature=gc.temperature if gc.do_sample else 0.0, top_k=gc.top_k,
+                   top_p=gc.top_p, repetition_penalty=gc.repetition_penalty,
+                   max_new_tokens=max_new_tokens, num_samples=num_samples, seed=seed,
+                   processing="paper")
 
     def validate(self) -> None:
+        if self.processing not in PROCESSING:
+            raise InputError(f"processing: must be one of {', '.join(PROCESSING)}, "
+                             f"got {self.processing!r}")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise InputError(f"repetition_penalty: must be a finite number > 0, "
+                             f"got {self.repetition_penalty}")
+        if self.repetition_penalty != 1.0 and self.processing != "paper":
+            raise InputError(f"repetition_penalty: {self.repetition_penalty} needs "
+                             f"processing='paper' ('ours' has no repetition penalty)")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise InputError(f"temperature: must be a finite number >= 0, got {self.temperature}")
         if self.top_k < 0:
@@ -146,5 +206,53 @@ def sample_step(logits: jax.Array, keys: jax.Array, step: jax.Array, temperature
 
 
 
-__all__ = ["SamplingParams", "stable_hash", "filter_logits", "block_masses", "gumbel_draw",
-           "two_level_gumbel_max", "sample_step"]
+class PaperSettings(NamedTuple):
+    """The traced scalars of the ``"paper"`` program besides temperature and top-k:
+    ``repetition_penalty`` and ``one_minus_top_p`` (``processors.top_p_threshold``: computed in
+    double on the host, as transformers compares the cumulative probabilities with it)."""
+
+    repetition_penalty: jax.Array
+    one_minus_top_p: jax.Array
+
+    @classmethod
+    def of(cls, sp: SamplingParams) -> "PaperSettings":
+        return cls(np.float32(sp.repetition_penalty), processors.top_p_threshold(sp.top_p))
+
+
+def paper_process(logits: jax.Array, seen: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                 ps: PaperSettings) -> tuple[jax.Array, jax.Array]:
+    """(penalised logits, processed logits) of float32 [B, V] logits with their seen masks [B, V]:
+    transformers 4.45's repetition penalty -> temperature -> top-k -> top-p
+    (``processors.paper_logits`` with traced settings); removed tokens at -inf. Temperature 0
+    (greedy) processes at temperature 1: only the penalised logits' argmax is used then."""
+    pen = processors.repetition_penalty(logits, seen, ps.repetition_penalty)
+    x = processors.temperature(pen, jnp.where(temperature > 0, temperature, 1.0))
+    x = jnp.where(processors.top_k_mask(x, top_k), x, -jnp.inf)
+    x = jnp.where(processors.top_p_threshold_mask(x, ps.one_minus_top_p), x, -jnp.inf)
+    return pen, x
+
+
+def paper_sample_step(logits: jax.Array, seen: jax.Array, keys: jax.Array, step: jax.Array,
+                      temperature: jax.Array, top_k: jax.Array, ps: PaperSettings,
+                      rows: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """``sample_step`` with the paper's processing (``paper_process``; ``seen`` [N, V] is the
+    mask of ids in prompt + generated tokens of each logits row). Same key scheme and two-level
+    Gumbel-max draw; greedy is the argmax of the penalised logits. The logprobs returned are the
+    raw model's, as ``sample_step``'s."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    pen, processed = paper_process(logits, seen, temperature, top_k, ps)
+    greedy = jnp.argmax(pen, axis=-1).astype(jnp.int32)
+    blocks, mass = block_masses(processed)
+    step_keys = _step_keys(keys, step)
+    if rows is None:
+        rows = jnp.arange(logits.shape[0])
+        sampled = jax.vmap(gumbel_draw)(step_keys, blocks, mass)
+    else:
+        sampled = jax.vmap(lambda k, r: gumbel_draw(k, blocks[r], mass[r]))(step_keys, rows)
+    tok = jnp.where(temperature > 0, sampled, jnp.take(greedy, rows))
+    return tok, logp[rows, tok]
+
+
+__all__ = ["PROCESSING", "SamplingParams", "PaperSettings", "stable_hash", "filter_logits",
+           "block_masses", "gumbel_draw", "two_level_gumbel_max", "sample_step", "paper_process",
+           "paper_sample_step"]

@@ -16,7 +16,7 @@ from valueprobe_jax.experiments.config_loading import load_config
 from valueprobe_jax.models.generation_config import GenerationConfig
 from valueprobe_jax.models.registry import get_spec
 from valueprobe_jax.probing import prompts as P
-from valueprobe_jax.probing.engine import (EngineOptions, ProbeSettings, check_engine,
+from valueprobe_jax.probing.engine import (ProbeSettings,
                                            rating_sampling, text_sampling, uses_chat_template)
 from valueprobe_jax.probing.procedure import PROCEDURES
 from valueprobe_jax.vocabulary import COUNTRIES, PROCEDURE_NAMES, VARIANTS
@@ -164,16 +164,16 @@ def test_paper_ratings_follow_do_sample():
     assert rating_sampling(ProbeSettings(), QWEN_GC).temperature == 0.0  # ours: greedy
 
 
-def test_engine_gaps_are_refused_by_name():
-    check_engine(("token", "seq", "text"), EngineOptions(), [("probe.sampler", text_sampling(
-        ProbeSettings(), QWEN_GC))])  # ours: nothing missing
-    with pytest.raises(InputError) as e:
-        check_engine(("token", "seq"), EngineOptions("vocab", "slice"),
-                     [("probe.sampler", text_sampling(ProbeSettings(sampler="generation_config"),
-                                                      QWEN_GC))])
-    msg = str(e.value)
-    assert "repetition_penalty=1.05" in msg and "\n" not in msg
-    check_engine(("text",), EngineOptions("vocab", "slice"))  # unused by the text method
+def test_paper_sampling_reaches_the_engine():
+    """The paper's text sampling runs the engine's "paper" processing with the checkpoint's
+    repetition penalty and stops on exactly its eos list; ours keeps the plain program."""
+    paper = text_sampling(ProbeSettings(sampler="generation_config"), QWEN_GC).params()
+    assert (paper.processing, paper.repetition_penalty, paper.top_k, paper.top_p,
+            paper.temperature) == ("paper", 1.05, 20, 0.8, 1.0)
+    ours = text_sampling(ProbeSettings(), QWEN_GC).params()
+    assert (ours.processing, ours.repetition_penalty) == ("ours", 1.0)
+    rating = rating_sampling(ProbeSettings(rating_sampler="generation_config"), QWEN_GC).params()
+    assert rating.processing == "paper" and rating.repetition_penalty == 1.05
 
 
 # ------------------------------------------------------------------------ row 4

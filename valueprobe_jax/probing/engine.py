@@ -1,15 +1,14 @@
 """The probing engine end to end: prompts -> packed scoring and sampling -> parsed answers ->
 the three value representations -> result rows (see ``results.SCHEMA``), and action ratings.
 
-This module wires the parts together and owns no model math: ``scoring`` gives label logits and
-option log-likelihoods, ``sampling`` gives generations, ``parsing`` reads labels from them and
-``representations`` turns the raw numbers into distributions in canonical option order.
+This module wires the parts together and owns no model math: the engine's ``Scorer`` gives label
+logits and option log-likelihoods, its ``Sampler`` gives generations, ``parsing`` reads labels
+from them and ``representations`` turns the raw numbers into distributions in canonical order.
 
 The procedure's engine-side choices (probing/procedure.py) arrive as ProbeSettings fields and
-leave here as ``EngineOptions`` (label lookup, boundary) and ``SamplingSpec``s (text probes,
-ratings), resolved against the checkpoint's generation_config.json. What the engine cannot take
-yet is refused with a one-line error naming the missing engine parameter (``check_engine``), never
-silently dropped.
+leave here as ``EngineOptions`` (the Scorer's label lookup and boundary rule) and
+``SamplingSpec``s (text probes, ratings: the paper's are resolved against the checkpoint's
+generation_config.json and run the engine's "paper" processing, repetition penalty included).
 """
 
 from __future__ import annotations
@@ -127,13 +126,14 @@ class SamplingSpec:
     stop_token_ids: tuple[int, ...] = ()
     default_end_of_turn: bool = True
     source: str = "config"
+    processing: str = "ours"  # "paper": transformers 4.45's processors (engine.sampling)
 
     def params(self) -> SamplingParams:
-        """The engine's SamplingParams (everything but repetition_penalty and the stop ids, which
-        the sampler takes elsewhere)."""
+        """The engine's SamplingParams (everything but the stop ids, which the sampler takes)."""
         return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                               max_new_tokens=self.max_new_tokens, num_samples=self.num_samples,
-                              seed=self.seed)
+                              seed=self.seed, repetition_penalty=self.repetition_penalty,
+                              processing=self.processing)
 
 
 def text_sampling(settings: ProbeSettings, gc: GenerationConfig) -> SamplingSpec:
@@ -146,7 +146,7 @@ def text_sampling(settings: ProbeSettings, gc: GenerationConfig) -> SamplingSpec
                             s.seed)
     return SamplingSpec(1.0, gc.top_k, gc.top_p, gc.repetition_penalty, s.max_new_tokens,
                         s.samples, s.seed, tuple(gc.eos_token_ids), False,
-                        gc.source or "transformers 4.45 defaults")
+                        gc.source or "transformers 4.45 defaults", "paper")
 
 
 def rating_sampling(settings: ProbeSettings, gc: GenerationConfig) -> SamplingSpec:
@@ -161,27 +161,11 @@ def rating_sampling(settings: ProbeSettings, gc: GenerationConfig) -> SamplingSp
     where = gc.source or "transformers 4.45 defaults"
     if not gc.do_sample:
         return SamplingSpec(0.0, 0, 1.0, gc.repetition_penalty, s.rating_max_new_tokens,
-                            s.rating_samples, s.seed, tuple(gc.eos_token_ids), False, where)
+                            s.rating_samples, s.seed, tuple(gc.eos_token_ids), False, where,
+                            "paper")
     return SamplingSpec(gc.temperature, gc.top_k, gc.top_p, gc.repetition_penalty,
                         s.rating_max_new_tokens, s.rating_samples, s.seed,
-                        tuple(gc.eos_token_ids), False, where)
-
-
-def check_engine(methods: Sequence[str], options: EngineOptions,
-                 specs: Sequence[tuple[str, SamplingSpec]] = ()) -> None:
-    """Refuse, in one line, what the engine cannot do yet (instead of running something else).
-
-    The engine parameter these need: a repetition penalty other than 1.0 ->
-    ``SamplingParams.repetition_penalty`` (engine/processors.repetition_penalty with the
-    prompt's ids seen). The label lookup and the boundary rule are ``Scorer`` options."""
-    need = []
-    for what, spec in specs:
-        if spec.repetition_penalty != 1.0:
-            need.append(f"{what}: repetition_penalty={spec.repetition_penalty} from {spec.source} "
-                        f"(SamplingParams: repetition_penalty)")
-    if need:
-        raise InputError("not supported by this engine yet: " + "; ".join(need)
-                         + " (set these fields to ours' values to run without them)")
+                        tuple(gc.eos_token_ids), False, where, "paper")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +218,6 @@ class ProbeEngine:
         self.engine_options = EngineOptions(settings.label_lookup, settings.boundary)
         self.text_sampling = text_sampling(settings, gc)
         self.rating_sampling = rating_sampling(settings, gc)
-        check_engine(settings.methods, self.engine_options,
-                     [("probe.sampler", self.text_sampling)] if "text" in settings.methods else [])
         self.template_kwargs = chat_template_kwargs(model.tokenizer, settings.date_string)
         self.scorer = Scorer(model, mesh=mesh, label_lookup=self.engine_options.label_lookup,
                              boundary=self.engine_options.boundary)
@@ -247,9 +229,12 @@ class ProbeEngine:
         return spec.stop_token_ids, spec.default_end_of_turn
 
     def _new_sampler(self, spec: SamplingSpec) -> Sampler:
+        # the paper's stop list is the generation config's eos ids alone; without one (a GGUF)
+        # it is the tokenizer's EOS, as transformers derives it from the model config
         return Sampler(self.model.cfg, self.model.params, self.model.tokenizer, mesh=self.mesh,
                        stop_token_ids=spec.stop_token_ids or None,
-                       end_of_turn=None if spec.default_end_of_turn else ())
+                       end_of_turn=None if spec.default_end_of_turn else (),
+                       always_stop_at_eos=spec.default_end_of_turn or not spec.stop_token_ids)
 
     @property
     def sampler(self) -> Sampler:
@@ -387,8 +372,6 @@ class ProbeEngine:
         if not requests:
             return []
         s = self.settings
-        check_engine((), self.engine_options,
-                     [("actions.sampler", self.rating_sampling)])
         texts = [self.render_rating(r) for r in requests]
         self.scorer.forget_prefixes()
         expected = self.scorer.rate([(r.key, t) for r, t in zip(requests, texts)],

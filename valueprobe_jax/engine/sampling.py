@@ -227,8 +227,14 @@ def paper_process(logits: jax.Array, seen: jax.Array, temperature: jax.Array, to
     (greedy) processes at temperature 1: only the penalised logits' argmax is used then."""
     pen = processors.repetition_penalty(logits, seen, ps.repetition_penalty)
     x = processors.temperature(pen, jnp.where(temperature > 0, temperature, 1.0))
-    x = jnp.where(processors.top_k_mask(x, top_k), x, -jnp.inf)
-    x = jnp.where(processors.top_p_threshold_mask(x, ps.one_minus_top_p), x, -jnp.inf)
+    # each filter sorts the vocabulary: skipped at run time when off (it would keep all)
+    x = jax.lax.cond(top_k > 0,
+                     lambda y: jnp.where(processors.top_k_mask(y, top_k), y, -jnp.inf),
+                     lambda y: y, x)
+    x = jax.lax.cond(ps.one_minus_top_p > 0,
+                     lambda y: jnp.where(processors.top_p_threshold_mask(y, ps.one_minus_top_p),
+                                         y, -jnp.inf),
+                     lambda y: y, x)
     return pen, x
 
 

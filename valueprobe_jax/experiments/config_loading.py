@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import ml_collections
 
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.vocabulary import PROCEDURE_NAMES, check_choice
+from valueprobe_jax.experiments.schema import with_procedure
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -40,7 +42,6 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         raise InputError(f"--config {spec}: {path_str} defines no get_config(arg)")
     overrides, procedure = _take_procedure(overrides)
     if procedure is not None:
-        from valueprobe_jax.experiments.schema import with_procedure  # noqa: PLC0415
 
         default = inspect.signature(module.get_config).parameters.get("arg")
         default_model = default.default if default is not None and isinstance(default.default, str) else ""
@@ -65,7 +66,6 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 
 def _take_procedure(overrides: Sequence[str]) -> tuple[list[str], str | None]:
     """The overrides without ``procedure=NAME`` ones, and the last NAME (validated)."""
-    from valueprobe_jax.vocabulary import PROCEDURE_NAMES, check_choice  # noqa: PLC0415
 
     rest, procedure = [], None
     for item in overrides:

@@ -21,6 +21,9 @@ from valueprobe_jax.probing.engine import ProbeEngine, ProbeRequest, ProbeSettin
 from valueprobe_jax.probing.prompts import build_prompt
 from valueprobe_jax.probing.work import probe_countries
 from valueprobe_jax.data.selection import select_questions
+from valueprobe_jax.parallel.sharding import make_mesh
+from valueprobe_jax.parallel.multihost import WorkSplit, initialize_distributed, work_split
+from valueprobe_jax.models.checkpoints import load_model
 
 
 @dataclasses.dataclass
@@ -79,11 +82,8 @@ def chunk_processor(engine: ProbeEngine, plan: Plan, config: ml_collections.Conf
 def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                progress: bool = True) -> sweep.SweepStats:
     """Run (or resume) the sweep of ``config`` in ``workdir`` on this host's share of chunks."""
-    from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415 (heavy)
     import jax  # noqa: PLC0415
 
-    from valueprobe_jax.parallel.multihost import WorkSplit, initialize_distributed, work_split  # noqa: PLC0415
-    from valueprobe_jax.parallel.sharding import make_mesh  # noqa: PLC0415
 
     plan = plan_sweep(config)
     ProbeSettings.from_config(config)  # bad settings fail before the workdir is touched

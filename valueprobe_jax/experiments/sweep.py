@@ -28,6 +28,8 @@ from valueprobe_jax.experiments import results, store
 from valueprobe_jax.probing.work import probe_cells, probe_countries
 from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.probing import prompts
+from valueprobe_jax.parallel import multihost
 
 # Config fields that define the work items and their results (a workdir is bound to them).
 FINGERPRINT_FIELDS = ("experiment", "procedure", "max_questions", "input", "model", "probe",
@@ -108,7 +110,6 @@ def pin_date_string(workdir: str | os.PathLike | store.Workdir,
     day; an explicit different date is an error). No manifest yet: the configured date, or "" ->
     today (``prompts.today``). The fingerprint leaves the field out, so the manifest binds the
     rest of the config and records the date."""
-    from valueprobe_jax.probing import prompts  # noqa: PLC0415
 
     wd = workdir if isinstance(workdir, store.Workdir) else store.Workdir(workdir, lock_index=None)
     asked = config.probe.get("date_string", "")
@@ -202,12 +203,10 @@ def _run_chunks(wd: store.Workdir, config: ml_collections.ConfigDict, items: Seq
         check_manifest(wd, config, len(items))
     mine = [i for i in range(len(chunks)) if i % process_count == process_index]
     todo = pending_chunks(wd, config, items, process_index, process_count)
-    agree = None
+    agree = multihost.agree if lockstep else None  # hosts in lockstep decide together
     if lockstep:
-        from valueprobe_jax.parallel.multihost import agree  # noqa: PLC0415
-
         pending = set(todo)
-        todo = [i for i, t in zip(mine, agree([i in pending for i in mine])) if t]
+        todo = [i for i, t in zip(mine, multihost.agree([i in pending for i in mine])) if t]
     shards = wd.chunks(SHARDS, store.PARQUET)
     t0 = time.time()
     n_items = sum(len(chunks[i]) for i in todo)

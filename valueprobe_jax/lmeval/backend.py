@@ -33,6 +33,9 @@ from valueprobe_jax.engine import STRATEGIES, Sampler, Scorer
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.lmeval import generation, loglik
 from valueprobe_jax.lmeval import requests as rq
+from valueprobe_jax.parallel.sharding import param_shardings
+from valueprobe_jax.parallel.sharding import make_mesh
+from valueprobe_jax.models.checkpoints import load_model
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +81,12 @@ class ValueprobeLM(TemplateLM):
         self.mesh_spec = parse_mesh(mesh)
         self._mesh = None
         if self.mesh_spec is not None:
-            from valueprobe_jax.parallel.sharding import make_mesh  # noqa: PLC0415
 
             self._mesh = make_mesh(self.mesh_spec)
         if loaded is None:
-            from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415
 
             shardings = None
             if self._mesh is not None:
-                from valueprobe_jax.parallel.sharding import param_shardings  # noqa: PLC0415
 
                 shardings = lambda cfg: param_shardings(cfg, self._mesh)  # noqa: E731
             loaded = load_model(name, dtype=dtype, shardings=shardings)

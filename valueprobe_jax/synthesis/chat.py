@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from valueprobe_jax.engine import Sampler
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.probing.prompts import Prompt, render
 
 
 class ChatModel:
@@ -32,7 +33,6 @@ class ChatModel:
 
     def render(self, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
         """Generation-ready text (prompts.render: chat template, or plain joined text)."""
-        from valueprobe_jax.probing.prompts import Prompt, render  # noqa: PLC0415
 
         msgs = [dict(m) for m in messages]
         if assistant_prefix:

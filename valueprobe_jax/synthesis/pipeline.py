@@ -50,6 +50,9 @@ from valueprobe_jax.synthesis.prompt import (EXAMPLE_SCENES, ScenePrompt, genera
                                              load_scene_prompt, value_field)
 from valueprobe_jax.synthesis.scenes import KEPT, Sample, SelectionSettings, select_scenes
 from valueprobe_jax.synthesis.verify import VerifySettings, verification_instruction, verify_rows
+from valueprobe_jax.models import checkpoints
+from valueprobe_jax.engine.sampling import SamplingParams
+from valueprobe_jax.data.selection import select_questions
 
 GENERATION_FINGERPRINT = ("input", "model", "generation")
 VERIFICATION_FINGERPRINT = ("verification",)
@@ -149,7 +152,6 @@ def run_generation(config: Any, wd: store.Workdir, questions: Sequence[Question]
                    get_model: Callable[[str, str], ChatModel], *, log: Callable[[str], None] = print
                    ) -> StageCounts:
     """Generate, parse and select scenes for every question without a generate/ chunk."""
-    from valueprobe_jax.engine.sampling import SamplingParams  # noqa: PLC0415
 
     g = config.generation
     settings = selection_settings(config)
@@ -350,7 +352,6 @@ def run_synthesis(config: Any, workdir: str | os.PathLike, *,
     once per (name, dtype), so the generator serves as the judge when both are the same model.
     Models are loaded only when a stage has questions left to run.
     """
-    from valueprobe_jax.data.selection import select_questions  # noqa: PLC0415
 
     root = io.as_path(workdir)
     if root.exists() and not root.is_dir():
@@ -365,7 +366,6 @@ def run_synthesis(config: Any, workdir: str | os.PathLike, *,
         loaded: dict[tuple[str, str], ChatModel] = {}
 
         def get_model(name: str, dtype: str) -> ChatModel:
-            from valueprobe_jax.models import checkpoints  # noqa: PLC0415
 
             if (name, dtype) not in loaded:
                 loaded[(name, dtype)] = ChatModel(checkpoints.load_model(name, dtype=dtype))

@@ -25,6 +25,8 @@ from valueprobe_jax.errors import InputError
 from valueprobe_jax.experiments import store
 from valueprobe_jax.synthesis.chat import ChatModel
 from valueprobe_jax.synthesis.prompt import value_line
+from valueprobe_jax.models import checkpoints
+from valueprobe_jax.engine.sampling import SamplingParams
 
 VERIFICATION_FILE = "action_agreement/verification.txt"
 
@@ -86,7 +88,6 @@ class VerifySettings:
 def verify_rows(judge: ChatModel, instruction: str, rows: Sequence[dict[str, Any]],
                 settings: VerifySettings, *, keys: Sequence[str] | None = None) -> list[str]:
     """The judge's greedy reply to the verification prompt for every row (same order)."""
-    from valueprobe_jax.engine.sampling import SamplingParams  # noqa: PLC0415
 
     if not rows:
         return []
@@ -152,9 +153,8 @@ def verify_file(inp: str | os.PathLike, out: str | os.PathLike, *, model: str,
                 wd.stop_if_asked(left=len(starts) - c)
                 wd.start_chunk()
                 if judge is None:
-                    from valueprobe_jax.models.checkpoints import load_model  # noqa: PLC0415
 
-                    judge = ChatModel(load_model(model, dtype=dtype))
+                    judge = ChatModel(checkpoints.load_model(model, dtype=dtype))
                 keys = [f"verify|{start + i}" for i in range(len(part))]
                 got = verify_rows(judge, instruction, part, settings, keys=keys)
                 chunks.save(f"chunk-{c:06d}", got)

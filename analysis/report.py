@@ -486,22 +486,11 @@ def _paper_sections(a: Analysis) -> list[str]:
     return parts
 
 
-def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Path]],
-                    out_dir: pathlib.Path) -> str:
+def _section_prompt_robustness(a: Analysis) -> list[str]:
+    """The report's prompt robustness section (Markdown lines)."""
     r = a.results
     models = r.models()
-    parts = ["# Value probing report: robustness and expressiveness", ""]
-    parts.append(f"Results: `{r.root}` ({len(r.files)} Parquet file(s), {r.n_rows} rows).  ")
-    parts.append(f"Procedure: {a.procedure}.  ")
-    parts.append(f"Models: {', '.join(models) or 'none'}.  ")
-    parts.append(f"Methods: {', '.join(r.methods()) or 'none'}.  ")
-    parts.append(f"Experiments: {', '.join(r.experiments()) or 'none'}.  ")
-    parts.append(f"Styles: {', '.join(r.styles()) or 'none'}. "
-                 f"Variants: {', '.join(r.variants()) or 'none'}. "
-                 f"Countries: {', '.join(r.countries()) or 'none'}.")
-    parts += ["", _definitions(a)]
-
-    # ---- prompt robustness
+    parts: list[str] = []
     parts += ["## Prompt robustness (Figure 2)", "",
               f"Pairwise over prompt styles, variant `{a.prompt_variant}`.", ""]
     rows = []
@@ -523,8 +512,14 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     if rows:
         parts += ["Every variant:", "", _table(["Model", "Method", "Variant", "Mismatch rate",
                                                 "JS distance", "Questions"], rows), ""]
+    return parts
 
-    # ---- selection bias
+
+def _section_selection_bias(a: Analysis) -> list[str]:
+    """The report's selection bias section (Markdown lines)."""
+    r = a.results
+    models = r.models()
+    parts: list[str] = []
     parts += ["## Selection bias (Figure 3)", "",
               "Style-averaged distributions, pairwise over variants: "
               f"{', '.join(a.selection_variants)}.", ""]
@@ -540,8 +535,12 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
         parts += ["Breakdown against the baseline (diagnostic):", "",
                   _table(["Model", "Method", "Pair", "Mismatch rate", "JS distance",
                           "Questions"], rows), ""]
+    return parts
 
-    # ---- Table 2
+
+def _section_table2(a: Analysis) -> list[str]:
+    """The report's Table 2 section (Markdown lines)."""
+    parts: list[str] = []
     parts += ["## Table 2: prompt robustness vs selection bias across models", "",
               "Ours (Pearson r across models, p-value, bootstrap CI over questions):", ""]
     rows = [[meth, cells["mismatch"].fmt(), cells["js"].fmt(), cells["mismatch"].n]
@@ -561,8 +560,14 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
                          ours.n if ours else 0])
     parts += [_table(["Method", "Metric", "Paper r", "Paper p", "Ours r", "Ours p",
                       "Ours n (models)"], rows), ""]
+    return parts
 
-    # ---- noise floor
+
+def _section_noise_floor(a: Analysis) -> list[str]:
+    """The report's noise floor section (Markdown lines)."""
+    r = a.results
+    models = r.models()
+    parts: list[str] = []
     parts += ["## Sampling-noise floor of the text method", ""]
     rows = []
     for m in models:
@@ -585,8 +590,14 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
                   "be told apart from resampling the same prompt.", ""]
     else:
         parts += ["No text-method rows with parsed samples.", ""]
+    return parts
 
-    # ---- alignment
+
+def _section_alignment(a: Analysis) -> list[str]:
+    """The report's alignment section (Markdown lines)."""
+    r = a.results
+    models = r.models()
+    parts: list[str] = []
     parts += ["## Alignment improvement with country prompting (Figure 5)", ""]
     rows = [[m, meth, a.est(res.without_country).fmt(), a.est(res.with_country).fmt(),
              a.est(res.improvement).fmt(), res.improvement.n, res.n_cells]
@@ -608,8 +619,14 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
     gain_head = ["As alignment gain, a = 1 - EMD/(k-1) per question (our unit), averaged per "
                  "question over conditions and countries, then over questions:", ""]
     parts += raw + gain_head + gain if a.procedure == "paper" else gain_head + gain + raw
+    return parts
 
-    # ---- value-action
+
+def _section_value_action(a: Analysis) -> list[str]:
+    """The report's value-action section (Markdown lines)."""
+    r = a.results
+    models = r.models()
+    parts: list[str] = []
     parts += ["## Value-action agreement (Figure 4)", ""]
     rows = [[m, meth, kind, ag.pearson.fmt(), ag.spearman.fmt(), ag.n_points, ag.n_questions]
             for m in models for meth in METHODS
@@ -620,8 +637,14 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
                       "Points", "Questions"], rows) if rows
               else "No action_agreement rows with matching value probes.", ""]
     parts += _paper_sections(a)
+    return parts
 
-    # ---- checks and figures
+
+def _section_checks_and_figures(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Path]],
+                                out_dir: pathlib.Path) -> list[str]:
+    """The report's checks and figures section (Markdown lines)."""
+    r = a.results
+    parts: list[str] = []
     parts += ["## Data checks", ""]
     parts += [f"- {k}: {v}" for k, v in r.checks.items()]
     if r.checks.get("text samples"):
@@ -635,6 +658,30 @@ def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Pat
         png = next(p for p in paths if p.suffix == ".png")
         parts += [f"### {titles[num]}", "", f"![{titles[num]}]({png.relative_to(out_dir)})", "",
                   links, ""]
+    return parts
+
+
+def render_markdown(a: Analysis, figure_paths: Mapping[int, Sequence[pathlib.Path]],
+                    out_dir: pathlib.Path) -> str:
+    r = a.results
+    models = r.models()
+    parts = ["# Value probing report: robustness and expressiveness", ""]
+    parts.append(f"Results: `{r.root}` ({len(r.files)} Parquet file(s), {r.n_rows} rows).  ")
+    parts.append(f"Procedure: {a.procedure}.  ")
+    parts.append(f"Models: {', '.join(models) or 'none'}.  ")
+    parts.append(f"Methods: {', '.join(r.methods()) or 'none'}.  ")
+    parts.append(f"Experiments: {', '.join(r.experiments()) or 'none'}.  ")
+    parts.append(f"Styles: {', '.join(r.styles()) or 'none'}. "
+                 f"Variants: {', '.join(r.variants()) or 'none'}. "
+                 f"Countries: {', '.join(r.countries()) or 'none'}.")
+    parts += ["", _definitions(a)]
+    parts += _section_prompt_robustness(a)
+    parts += _section_selection_bias(a)
+    parts += _section_table2(a)
+    parts += _section_noise_floor(a)
+    parts += _section_alignment(a)
+    parts += _section_value_action(a)
+    parts += _section_checks_and_figures(a, figure_paths, out_dir)
     return "\n".join(parts) + "\n"
 
 

@@ -120,7 +120,7 @@ def figure_prompt_robustness(out_dir, models: Sequence[str], mismatch, js, floor
         fig = _pair_figure(models, mismatch, js,
                            f"Prompt-style robustness (pairwise over styles, variant: {variant})",
                            floor)
-    return _save(fig, pathlib.Path(out_dir), FIGURE_STEMS[2])
+    return _save(fig, io.output_path(out_dir), FIGURE_STEMS[2])
 
 
 def figure_selection_bias(out_dir, models: Sequence[str], mismatch, js,
@@ -132,7 +132,7 @@ def figure_selection_bias(out_dir, models: Sequence[str], mismatch, js,
     else:
         fig = _pair_figure(models, mismatch, js,
                            "Selection bias (pairwise over variants: " + ", ".join(variants) + ")")
-    return _save(fig, pathlib.Path(out_dir), FIGURE_STEMS[3])
+    return _save(fig, io.output_path(out_dir), FIGURE_STEMS[3])
 
 
 def figure_value_action(out_dir, models: Sequence[str], pearson, spearman,
@@ -151,7 +151,7 @@ def figure_value_action(out_dir, models: Sequence[str], pearson, spearman,
             ax.axhline(0, color="black", linewidth=0.8)
         _legend(ax2, "Method\n(n.s.: p >= 0.05)")
         fig.tight_layout()
-    return _save(fig, pathlib.Path(out_dir), FIGURE_STEMS[4])
+    return _save(fig, io.output_path(out_dir), FIGURE_STEMS[4])
 
 
 def figure_alignment(out_dir, models: Sequence[str], improvement,
@@ -168,4 +168,4 @@ def figure_alignment(out_dir, models: Sequence[str], improvement,
         ax.set_title("Alignment with WVS-7 answers: country prompt minus none")
         _legend(ax)
         fig.tight_layout()
-    return _save(fig, pathlib.Path(out_dir), FIGURE_STEMS[5])
+    return _save(fig, io.output_path(out_dir), FIGURE_STEMS[5])

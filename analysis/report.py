@@ -733,7 +733,7 @@ def build_report(results_dir: str | os.PathLike | LoadedResults, out_dir: str | 
     a = analyze(results, human, selection_variants=selection_variants, middle=middle,
                 n_boot=n_boot, seed=seed, alignment_qids=alignment_qids, procedure=procedure,
                 data_dir=data_dir)
-    out = pathlib.Path(out_dir)
+    out = io.output_path(out_dir)  # a local directory or a bucket
     out.mkdir(parents=True, exist_ok=True)
     figs = draw_figures(a, out / "figures")
     report = out / "report.md"

@@ -6,7 +6,9 @@ Importable as ``helpers`` from any test (pytest puts tests/ on sys.path) and as
 
 from __future__ import annotations
 
+import fsspec
 import numpy as np
+from etils.epath import backend as epath_backend
 
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.decoder import nest_params
@@ -57,3 +59,18 @@ def randomize_torch(model, seed: int, *, std: float, norm_std: float | None = No
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
             p.copy_(1.0 + norm_std * noise if norm_std is not None and is_norm(name) else std * noise)
+
+
+
+class FakeObjectStore(epath_backend._FileSystemSpecBackend):  # noqa: SLF001
+    """s3:// paths in fsspec's in-memory filesystem that refuse renames, as a bucket has none;
+    register with ``monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "s3", FakeObjectStore())``."""
+
+    def fs(self, path):
+        return fsspec.filesystem("memory")
+
+    def rename(self, path, dst):
+        raise AssertionError("object storage has no atomic rename: io must not use one")
+
+    replace = rename
+

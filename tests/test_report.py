@@ -373,3 +373,23 @@ def test_paper_value_action_instruct_only_and_released_rating_parse(tmp_path):
     ours = analyze(res, n_boot=0)
     assert set(ours.agreement) == {"tiny-instruct", "bloomz-tiny"} and ours.middle == "split"
 
+
+
+def test_report_to_object_storage(synthetic, tmp_path, monkeypatch):
+    """`--out s3://...` (a bucket): the same report.md and metrics.json as on a local disk,
+    written as whole objects (the fake store fails any rename)."""
+    from etils.epath import gpath
+
+    from helpers import FakeObjectStore
+    from valueprobe_jax import io
+
+    monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "s3", FakeObjectStore())  # noqa: SLF001
+    root, hfile = synthetic
+    local, remote = tmp_path / "local", f"s3://bkt/report-{tmp_path.name}"
+    for out in (str(local), remote):
+        assert main(["report", str(root), "--out", out, "--human", str(hfile),
+                     "--bootstrap", "20"]) == 0
+    for name in ("report.md", "metrics.json"):
+        assert io.as_path(f"{remote}/{name}").read_text() == (local / name).read_text()
+    pngs = sorted(p.name for p in io.as_path(f"{remote}/figures").iterdir())
+    assert pngs == sorted(p.name for p in (local / "figures").iterdir()) and pngs

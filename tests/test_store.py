@@ -15,28 +15,16 @@ import subprocess
 import sys
 import textwrap
 
-import fsspec
 import pyarrow as pa
 import pytest
-from etils.epath import backend, gpath
+from etils.epath import gpath
 
+from helpers import FakeObjectStore
 from valueprobe_jax import io
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.experiments import results, store
 
 TESTS = pathlib.Path(__file__).resolve().parent
-
-
-class FakeObjectStore(backend._FileSystemSpecBackend):  # noqa: SLF001
-    """s3:// paths in fsspec's in-memory filesystem; no rename, as on a bucket."""
-
-    def fs(self, path):
-        return fsspec.filesystem("memory")
-
-    def rename(self, path, dst):
-        raise AssertionError("object storage has no atomic rename: io must not use one")
-
-    replace = rename
 
 
 @pytest.fixture(params=["local", "remote"])

@@ -46,6 +46,11 @@ def as_path(path: PathLike) -> Any:
     return epath.Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
+def output_path(path: PathLike) -> Any:
+    """A place to write under: ``pathlib.Path`` for a local path, ``epath.Path`` for a bucket."""
+    return as_path(path) if is_remote(path) else pathlib.Path(path)
+
+
 def cache_root() -> pathlib.Path:
     """Where converted checkpoints, downloaded data and compiled programs are cached:
     ``$VALUEPROBE_CACHE`` (default ``~/.cache/valueprobe_jax``)."""

@@ -37,8 +37,8 @@ class LabelToken(NamedTuple):
 
 def _is_boundary(tokenizer: Any, token_id: int) -> bool:
     """A token that is only a word boundary: it decodes to whitespace (SentencePiece "▁")."""
-    piece = tokenizer.convert_ids_to_tokens(token_id)
-    if piece in ("\u2581", "\u0120"):  # SentencePiece "▁", byte-level "Ġ" (a space)
+    convert = getattr(tokenizer, "convert_ids_to_tokens", None)  # minimal tokenizers lack it
+    if convert is not None and convert(token_id) in ("\u2581", "\u0120"):  # "▁", "Ġ" (a space)
         return True
     return tokenizer.decode([token_id]).strip() == ""
 

@@ -113,20 +113,11 @@ def offline(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hf_dir(tmp_path_factory):
-    """SmolLM2 as a transformers checkpoint directory for HFLM, from the packaged GGUF
-    (a GGUF-loaded model refuses save_pretrained: copy its weights into a plain one)."""
-    out = tmp_path_factory.mktemp("smollm2_hf")
-    tok = transformers.AutoTokenizer.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(GGUF.parent), gguf_file=GGUF.name, dtype=torch.float32)
-    cfg = model.config
-    if hasattr(cfg, "quantization_config"):
-        del cfg.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict())
-    plain.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    """SmolLM2 as a transformers checkpoint directory for HFLM, built from the packaged GGUF by
+    the bench's own converter."""
+    from valueprobe_jax.lmeval.bench import build_hf_dir
+
+    return build_hf_dir(tmp_path_factory.mktemp("smollm2_hf"))
 
 
 def _evaluate(model, model_args, task_dir, batch_size, **kw):

@@ -195,15 +195,23 @@ def sample_step(logits: jax.Array, keys: jax.Array, step: jax.Array, temperature
     logp = jax.nn.log_softmax(logits, axis=-1)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     blocks, mass = block_masses(_sampling_logits(logits, temperature, top_k, top_p))
+    return _draw(blocks, mass, greedy, logp, keys, step, temperature, rows)
+
+
+
+def _draw(blocks: jax.Array, mass: jax.Array, greedy: jax.Array, logp: jax.Array,
+          keys: jax.Array, step: jax.Array, temperature: jax.Array,
+          rows: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The token of every key (two-level Gumbel-max over ``blocks``/``mass``, or ``greedy`` at
+    temperature 0) and its raw log-probability; ``rows`` maps keys to logits rows."""
     step_keys = _step_keys(keys, step)
     if rows is None:
-        rows = jnp.arange(logits.shape[0])
+        rows = jnp.arange(logp.shape[0])
         sampled = jax.vmap(gumbel_draw)(step_keys, blocks, mass)
     else:
         sampled = jax.vmap(lambda k, r: gumbel_draw(k, blocks[r], mass[r]))(step_keys, rows)
     tok = jnp.where(temperature > 0, sampled, jnp.take(greedy, rows))
     return tok, logp[rows, tok]
-
 
 
 class PaperSettings(NamedTuple):
@@ -249,14 +257,7 @@ def paper_sample_step(logits: jax.Array, seen: jax.Array, keys: jax.Array, step:
     pen, processed = paper_process(logits, seen, temperature, top_k, ps)
     greedy = jnp.argmax(pen, axis=-1).astype(jnp.int32)
     blocks, mass = block_masses(processed)
-    step_keys = _step_keys(keys, step)
-    if rows is None:
-        rows = jnp.arange(logits.shape[0])
-        sampled = jax.vmap(gumbel_draw)(step_keys, blocks, mass)
-    else:
-        sampled = jax.vmap(lambda k, r: gumbel_draw(k, blocks[r], mass[r]))(step_keys, rows)
-    tok = jnp.where(temperature > 0, sampled, jnp.take(greedy, rows))
-    return tok, logp[rows, tok]
+    return _draw(blocks, mass, greedy, logp, keys, step, temperature, rows)
 
 
 __all__ = ["PROCESSING", "SamplingParams", "PaperSettings", "stable_hash", "filter_logits",

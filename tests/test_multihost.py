@@ -90,3 +90,20 @@ def test_two_processes(tmp_path):
         for me in range(2):
             got = np.load(tmp_path / f"{spec}-{me}.npy")
             assert np.max(np.abs(got - np.asarray(ref))) <= 1e-5, (spec, me)
+
+
+def test_hosts_take_process_zeros_date(monkeypatch):
+    """On a pod every host renders process 0's date (a first start may straddle midnight);
+    on one host the date is left as it is."""
+    from jax.experimental import multihost_utils
+
+    from valueprobe_jax.parallel.multihost import same_date
+
+    assert same_date("2026-12-07") == "2026-12-07"
+    sent = []
+    monkeypatch.setattr(jax, "process_count", lambda: 4)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
+                        lambda x: sent.append(int(x)) or np.int32(20261206))
+    assert same_date("2026-12-07") == "2026-12-06" and sent == [20261207]
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", lambda x: x)
+    assert same_date("1999-01-02") == "1999-01-02"

@@ -304,7 +304,7 @@ def test_resumed_sweep_on_another_day_pins_the_first_day(tmp_path, monkeypatch):
     assert json.loads((work / "manifest.json").read_text())["date_string"] == "2026-12-06"
     # an explicit, different date on resume is refused; the same one is fine
     config = load_config(f"{ROB}:{M}", ["--config.probe.date_string=2026-12-07"])
-    with pytest.raises(InputError, match="pinned probe.date_string=2026-12-06"):
+    with pytest.raises(InputError, match="run pinned probe.date_string=2026-12-06"):
         sweep.pin_date_string(store.Workdir(work, lock_index=None), config)
     same = load_config(f"{ROB}:{M}", ["--config.probe.date_string=2026-12-06"])
     assert sweep.pin_date_string(store.Workdir(work, lock_index=None), same) == "2026-12-06"

@@ -449,7 +449,11 @@ def test_verify_cli_resumable_and_released_format(tmp_path, data_dir, monkeypatc
     replies = iter([GOOD, MIXED, DOUBLED])
     model = ScriptedModel(lambda key: next(replies))
     monkeypatch.setattr(checkpoints, "load_model", lambda name, dtype: name)
-    monkeypatch.setattr(verify, "ChatModel", lambda loaded: model)
+    dates = []
+    monkeypatch.setattr(verify, "ChatModel",
+                        lambda loaded, date_string=None: dates.append(date_string) or model)
+    from valueprobe_jax.probing import prompts as P
+    monkeypatch.setattr(P, "today", lambda: "2026-12-06")
     rows = released_rows(data_dir)[:3]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_rows(src, rows)
@@ -463,6 +467,7 @@ def test_verify_cli_resumable_and_released_format(tmp_path, data_dir, monkeypatc
     io.write_json(parts / "chunk-000000.json", [GOOD, MIXED])
     assert main(args) == 0
     assert [k for c in model.calls for k in c[0]] == ["verify|2"]
+    assert dates == ["2026-12-06"]  # a manifest from before dates were recorded: today's
     got = [json.loads(x) for x in out.read_text().splitlines()]
     assert [g["Verification"] for g in got] == [GOOD, MIXED, GOOD]
     assert [{k: g[k] for k in g if k != "Verification"} for g in got] == \
@@ -542,3 +547,33 @@ def test_end_to_end_on_smollm2(tmp_path, data_dir, monkeypatch, capsys):
     assert all(j["Verification"] != r["Verification"] for j, r in
                zip(judged, released_rows(data_dir)[:2]))
     assert "2 rows:" in capsys.readouterr().out
+
+
+def test_synthesis_renders_the_runs_first_day(tmp_path, data_dir, monkeypatch):
+    """A dated chat template writes the run's first day: the manifest records it, a resume on
+    the next day keeps it, and the models the pipeline loads render with it."""
+    import types
+
+    from test_procedure import DATED, _tiny_tokenizer
+    from valueprobe_jax.probing import prompts as P
+    from valueprobe_jax.synthesis.chat import ChatModel
+
+    loaded = types.SimpleNamespace(name="dated", tokenizer=_tiny_tokenizer(DATED), spec=None)
+    made = []
+
+    def chat_model(model, date_string=None):
+        made.append(ChatModel(model, date_string=date_string))
+        return ScriptedModel(scripted_replies)
+
+    monkeypatch.setattr(syn.checkpoints, "load_model", lambda name, dtype: loaded)
+    monkeypatch.setattr(syn, "ChatModel", chat_model)
+    work = tmp_path / "w"
+    for day in ("2026-12-06", "2026-12-07"):
+        monkeypatch.setattr(P, "today", lambda day=day: day)
+        syn.run_synthesis(synth_config("--config.max_questions=1"), work, log=lambda _: None)
+        if day == "2026-12-06":  # the second run resumes: nothing left to generate
+            (work / syn.GENERATE).rename(tmp_path / "generated")  # make day 2 generate again
+    assert json.loads((work / "manifest.json").read_text())["date_string"] == "2026-12-06"
+    assert [m.date_string for m in made] == ["2026-12-06", "2026-12-06"]
+    text = made[-1].render([{"role": "user", "content": "Hi"}])
+    assert text.startswith("Today Date: 06 Dec 2026 / 2026-12-06\n")

@@ -22,7 +22,8 @@ from valueprobe_jax.probing.prompts import build_prompt
 from valueprobe_jax.probing.work import probe_countries
 from valueprobe_jax.data.selection import select_questions
 from valueprobe_jax.parallel.sharding import make_mesh
-from valueprobe_jax.parallel.multihost import WorkSplit, initialize_distributed, work_split
+from valueprobe_jax.parallel.multihost import (WorkSplit, initialize_distributed, same_date,
+                                               work_split)
 from valueprobe_jax.models.checkpoints import load_model
 
 
@@ -95,10 +96,11 @@ def run_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     kw = dict(process_index=split.index, process_count=split.count, writer=split.writer,
               lockstep=split.lockstep, progress=progress)
     with sweep.open_workdir(workdir, process_index=split.index, writer=split.writer) as wd:
-        # the date dated chat templates write: the manifest's (resume) or today's (first run).
-        # Lockstep followers read process 0's manifest; on a pod's very first start they may
-        # read none and pin their own today (the same day unless the start straddles midnight).
-        sweep.pin_date_string(wd, config)
+        # the date dated chat templates write: the manifest's (resume) or today's (first run),
+        # process 0's on every host (a pod's first start may straddle midnight)
+        date = same_date(sweep.pin_date_string(wd, config))
+        with config.probe.unlocked():
+            config.probe.date_string = date
         settings = ProbeSettings.from_config(config)
         if split.writer:
             sweep.check_manifest(wd, config, len(plan.items))  # fail before loading

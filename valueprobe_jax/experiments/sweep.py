@@ -102,24 +102,28 @@ def manifest_record(config: ml_collections.ConfigDict, n_items: int) -> dict[str
             "date_string": config.probe.get("date_string", "")}
 
 
-def pin_date_string(workdir: str | os.PathLike | store.Workdir,
-                    config: ml_collections.ConfigDict) -> str:
-    """Resolve ``probe.date_string`` for this sweep and set it on ``config``.
-
-    The workdir's manifest has one: that date (a resumed sweep renders the prompts of its first
-    day; an explicit different date is an error). No manifest yet: the configured date, or "" ->
-    today (``prompts.today``). The fingerprint leaves the field out, so the manifest binds the
-    rest of the config and records the date."""
-
-    wd = workdir if isinstance(workdir, store.Workdir) else store.Workdir(workdir, lock_index=None)
-    asked = config.probe.get("date_string", "")
+def first_day(wd: store.Workdir, asked: str = "", *, field: str = "date_string") -> str:
+    """The date (YYYY-MM-DD) dated chat templates write in the run of ``wd``: its manifest's
+    ``date_string`` when a first run recorded one (a resumed run renders the prompts of its first
+    day; an explicit different ``asked`` is an error), else ``asked``, else today
+    (``prompts.today``). Sweeps, synthesis and verify all pin their prompts through this."""
     if asked:
         prompts.parse_date(asked)
     old = (wd.manifest() or {}).get("date_string")
     if old and asked and asked != old:
-        raise InputError(f"--workdir {wd.text}: its sweep pinned probe.date_string={old}, not "
+        raise InputError(f"--workdir {wd.text}: its run pinned {field}={old}, not "
                          f"{asked}; drop the override to resume, or use a new --workdir")
-    resolved = old or asked or prompts.today()
+    return old or asked or prompts.today()
+
+
+def pin_date_string(workdir: str | os.PathLike | store.Workdir,
+                    config: ml_collections.ConfigDict) -> str:
+    """Resolve ``probe.date_string`` for this sweep (``first_day``) and set it on ``config``.
+    The fingerprint leaves the field out, so the manifest binds the rest of the config and
+    records the date."""
+
+    wd = workdir if isinstance(workdir, store.Workdir) else store.Workdir(workdir, lock_index=None)
+    resolved = first_day(wd, config.probe.get("date_string", ""), field="probe.date_string")
     with config.probe.unlocked():
         config.probe.date_string = resolved
     return resolved

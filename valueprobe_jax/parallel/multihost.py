@@ -132,6 +132,24 @@ def work_split(mesh: Any) -> WorkSplit:
     return WorkSplit(0, 1, me == 0, True)
 
 
+
+def same_date(date_string: str) -> str:
+    """Process 0's ``YYYY-MM-DD`` on every host (identity on one host). A pod's hosts each
+    resolve the date a dated chat template writes; on a sweep's very first start no manifest
+    holds it yet and a start that straddles midnight would give hosts different dates, so the
+    hosts take process 0's."""
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return date_string
+    from jax.experimental import multihost_utils
+
+    digits = np.int32(int(date_string.replace("-", "")))  # YYYYMMDD fits in int32
+    got = int(np.asarray(multihost_utils.broadcast_one_to_all(digits)))
+    return f"{got // 10000:04d}-{got // 100 % 100:02d}-{got % 100:02d}"
+
+
 def agree(mask: Sequence[bool]) -> list[bool]:
     """Process 0's copy of a per-item flag list on every host (e.g. "chunk still to do" in a
     lockstep sweep, where only process 0 sees the shards it wrote). Identity on one host."""

@@ -12,9 +12,11 @@ from valueprobe_jax.probing.prompts import Prompt, render
 
 class ChatModel:
     """A loaded model with the rendering its registry entry asks for and one sampler per batch
-    width (the sampler's jitted shapes depend on it)."""
+    width (the sampler's jitted shapes depend on it). ``date_string`` (YYYY-MM-DD): the date a
+    dated chat template writes (None: today), pinned by the run so a resume renders the same
+    prompts."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, date_string: str | None = None):
         if model.tokenizer is None:
             raise InputError(f"model {model.name}: its checkpoint has no tokenizer")
         self.model = model
@@ -25,6 +27,7 @@ class ChatModel:
             raise InputError(f"model {model.name}: registered as a chat model but its tokenizer "
                              "has no chat template")
         self.system_role = spec.system_role if spec is not None else None
+        self.date_string = date_string
         self._samplers: dict[int, Any] = {}
 
     @property
@@ -41,7 +44,7 @@ class ChatModel:
                         labels=(), display_order=(), option_texts_displayed=(),
                         assistant_prefix=assistant_prefix or None)
         return render(prompt, self.model.tokenizer, instruct=self.instruct,
-                      system_role=self.system_role)
+                      system_role=self.system_role, date_string=self.date_string)
 
     def generate(self, texts: Sequence[str], keys: Sequence[str], params: Any,
                  max_batch: int) -> list[list[Any]]:

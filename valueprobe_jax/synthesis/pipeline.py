@@ -43,7 +43,7 @@ from valueprobe_jax import io
 from valueprobe_jax.data.questions import Question
 from valueprobe_jax.data.scenarios import verdict_status
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.experiments import store
+from valueprobe_jax.experiments import store, sweep
 from valueprobe_jax.experiments.config_loading import config_fingerprint
 from valueprobe_jax.synthesis.chat import ChatModel
 from valueprobe_jax.synthesis.prompt import (EXAMPLE_SCENES, ScenePrompt, generation_messages,
@@ -67,13 +67,14 @@ def chunk_name(qid: str) -> str:
     return safe
 
 
-def check_manifest(wd: store.Workdir, config: Any) -> None:
+def check_manifest(wd: store.Workdir, config: Any, date_string: str = "") -> None:
     """Bind a workdir to the settings its chunks were made with (not max_questions nor the run
     section: chunks are per question and do not depend on batching), so a rerun with other
-    settings cannot mix two datasets."""
+    settings cannot mix two datasets; record the date its prompts were rendered with."""
     record = {"config": config.get("config_spec", ""),
               "generation": config_fingerprint(config, GENERATION_FINGERPRINT),
-              "verification": config_fingerprint(config, VERIFICATION_FINGERPRINT)}
+              "verification": config_fingerprint(config, VERIFICATION_FINGERPRINT),
+              "date_string": date_string}
     wd.bind(record, ("generation", "verification"),
             hints={"generation": f"use a new --workdir or delete {wd.root / GENERATE} and "
                                  "manifest.json",
@@ -368,11 +369,14 @@ def run_synthesis(config: Any, workdir: str | os.PathLike, *,
         def get_model(name: str, dtype: str) -> ChatModel:
 
             if (name, dtype) not in loaded:
-                loaded[(name, dtype)] = ChatModel(checkpoints.load_model(name, dtype=dtype))
+                loaded[(name, dtype)] = ChatModel(checkpoints.load_model(name, dtype=dtype),
+                                                  date_string=date)
             return loaded[(name, dtype)]
 
     with store.Workdir(workdir) as wd:
-        check_manifest(wd, config)
+        # dated chat templates write the run's first day, on every resume too
+        date = sweep.first_day(wd)
+        check_manifest(wd, config, date)
         gen = run_generation(config, wd, questions, get_model, log=log)
         ver = (run_verification(config, wd, questions, get_model, log=log)
                if config.verification.enabled else None)

@@ -22,7 +22,7 @@ from valueprobe_jax import io
 from valueprobe_jax.data import sources
 from valueprobe_jax.data.scenarios import VERDICT_KEYS, parse_value, verdict_status
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.experiments import store
+from valueprobe_jax.experiments import store, sweep
 from valueprobe_jax.synthesis.chat import ChatModel
 from valueprobe_jax.synthesis.prompt import value_line
 from valueprobe_jax.models import checkpoints
@@ -143,8 +143,9 @@ def verify_file(inp: str | os.PathLike, out: str | os.PathLike, *, model: str,
     replies: list[str] = []
     starts = list(range(0, len(rows), chunk_size))
     with store.Workdir(os.fspath(parts)) as wd:
-        wd.bind(manifest, tuple(manifest), hints={k: f"delete {parts} to start over"
-                                                   for k in manifest})
+        date = sweep.first_day(wd)  # the judge's prompts render the run's first day
+        wd.bind({**manifest, "date_string": date}, tuple(manifest),
+                hints={k: f"delete {parts} to start over" for k in manifest})
         chunks = wd.chunks("")
         for c, start in enumerate(starts):
             part = rows[start:start + chunk_size]
@@ -154,7 +155,8 @@ def verify_file(inp: str | os.PathLike, out: str | os.PathLike, *, model: str,
                 wd.start_chunk()
                 if judge is None:
 
-                    judge = ChatModel(checkpoints.load_model(model, dtype=dtype))
+                    judge = ChatModel(checkpoints.load_model(model, dtype=dtype),
+                                      date_string=date)
                 keys = [f"verify|{start + i}" for i in range(len(part))]
                 got = verify_rows(judge, instruction, part, settings, keys=keys)
                 chunks.save(f"chunk-{c:06d}", got)

@@ -22,7 +22,7 @@ import numpy as np
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.falcon import split_fused_qkv
-from valueprobe_jax.models.hf_weights import Rule, WeightMap
+from valueprobe_jax.models.hf_weights import Rule, WeightMap, head_rules
 
 _WHERE = "config.json"
 
@@ -102,8 +102,4 @@ def weight_map(cfg: ModelConfig) -> WeightMap:
               Rule("embed_norm_bias", "word_embeddings_layernorm.bias", (e,)),
               Rule("final_norm_scale", "ln_f.weight", (e,)),
               Rule("final_norm_bias", "ln_f.bias", (e,))]
-    if not cfg.tie_embeddings:
-        rules.append(Rule("lm_head", "lm_head.weight", (v, e), np.transpose))
-    # tied in transformers whatever the file holds
-    ignore = ("inv_freq",) + (("lm_head.weight",) if cfg.tie_embeddings else ())
-    return WeightMap("bloom", tuple(rules), optional_prefix="transformer.", ignore=ignore)
+    return WeightMap("bloom", tuple(rules + head_rules(cfg)), optional_prefix="transformer.")

@@ -245,13 +245,16 @@ def _write_params(directory: pathlib.Path, params: Iterable[tuple[str, Any]]) ->
     bfloat16 weights and costs ~7x the write time on CPU)."""
     from orbax.checkpoint import v1 as ocp1
 
-    saving = ocp1.options.ArrayOptions.Saving(use_compression=False)
-    with ocp1.Context(memory_options=ocp1.options.MemoryOptions(deepcopy_host_arrays=False),
-                      array_options=ocp1.options.ArrayOptions(saving=saving)):
-        for k, (name, value) in enumerate(params):
+    ctx = ocp1.Context()
+    ctx.memory.deepcopy_host_arrays = False
+    ctx.array.saving.use_compression = False
+    with ctx:
+        k = 0  # not enumerate(): its cached result tuple would keep the last array alive
+        for name, value in params:
             ocp1.partial.save(directory, nest_params({name: value}))
             del value  # before the iterator builds the next parameter
             io.fault_point(f"after_param:{k}")
+            k += 1
         ocp1.partial.finalize(directory)
 
 

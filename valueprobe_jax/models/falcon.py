@@ -21,7 +21,7 @@ import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
-from valueprobe_jax.models.hf_weights import Rule, WeightMap
+from valueprobe_jax.models.hf_weights import Rule, WeightMap, head_rules
 
 MODEL_TYPES = ("falcon", "RefinedWebModel", "RefinedWeb")
 # transformers' activation names -> ours (the tanh forms are one function with equal constants).
@@ -155,8 +155,4 @@ def weight_map(cfg: ModelConfig) -> WeightMap:
     rules += [Rule("embed", "word_embeddings.weight", (v, e)),
               Rule("final_norm_scale", "ln_f.weight", (e,)),
               Rule("final_norm_bias", "ln_f.bias", (e,))]
-    if not cfg.tie_embeddings:
-        rules.append(Rule("lm_head", "lm_head.weight", (v, e), np.transpose))
-    # HF ties the head to the embeddings whatever the file holds.
-    ignore = ("inv_freq",) + (("lm_head.weight",) if cfg.tie_embeddings else ())
-    return WeightMap("falcon", tuple(rules), optional_prefix="transformer.", ignore=ignore)
+    return WeightMap("falcon", tuple(rules + head_rules(cfg)), optional_prefix="transformer.")

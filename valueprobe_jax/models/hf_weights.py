@@ -54,10 +54,21 @@ class Rule:
         return "{i}" in self.source
 
 
+HEAD = "lm_head.weight"
+
+
+def head_rules(cfg: ModelConfig) -> list[Rule]:
+    """The untied LM head ([vocab, hidden] in HF, [hidden, vocab] ours); none when tied."""
+    if cfg.tie_embeddings:
+        return []
+    return [Rule("lm_head", HEAD, (cfg.vocab_size, cfg.hidden_size), np.transpose)]
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightMap:
     """A family's whole mapping: its rules, a name prefix checkpoints may or may not carry, and
-    name endings of tensors a checkpoint may hold that the model does not use."""
+    name endings of tensors a checkpoint may hold that the model does not use (RoPE buffers of
+    old exports)."""
 
     family: str
     rules: tuple[Rule, ...]
@@ -180,7 +191,9 @@ def _check(cfg: ModelConfig, wmap: WeightMap, tensors: Mapping[str, Any]) -> dic
                 raise InputError(f"checkpoint: tensor shape mismatch for {name}: checkpoint has "
                                  f"{got}, config expects {rule.shape}")
     used = {name for rule in wmap.rules for name in _sources(rule, cfg.num_layers)}
-    extra = sorted(k for k in keys if k not in used and not k.endswith(wmap.ignore))
+    # a tied model may still store its head: transformers ignores it, and so do we
+    ignore = wmap.ignore + ((HEAD,) if cfg.tie_embeddings else ())
+    extra = sorted(k for k in keys if k not in used and not k.endswith(ignore))
     if extra:
         shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
         tied = "tied" if cfg.tie_embeddings else "untied"
@@ -231,4 +244,4 @@ def params_from_hf(cfg: ModelConfig, wmap: WeightMap,
     return dict(iter_params(cfg, wmap, tensors))
 
 
-__all__ = ["Rule", "WeightMap", "SafetensorsDir", "iter_params", "params_from_hf"]
+__all__ = ["Rule", "WeightMap", "SafetensorsDir", "head_rules", "iter_params", "params_from_hf"]

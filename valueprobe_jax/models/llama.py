@@ -15,7 +15,7 @@ import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig, RopeScaling
-from valueprobe_jax.models.hf_weights import Rule, WeightMap
+from valueprobe_jax.models.hf_weights import Rule, WeightMap, head_rules
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -121,9 +121,4 @@ def weight_map(cfg: ModelConfig) -> WeightMap:
                   Rule("layers/bv", L + "self_attn.v_proj.bias", (kv * d,), heads_bias(kv))]
     if cfg.out_bias:
         rules.append(Rule("layers/bo", L + "self_attn.o_proj.bias", (e,)))
-    if not cfg.tie_embeddings:
-        rules.append(Rule("lm_head", "lm_head.weight", (v, e), np.transpose))
-    # Tolerated leftovers: RoPE buffers of old exports; a tied checkpoint that still stores the
-    # head (transformers ignores it too).
-    ignore = ("rotary_emb.inv_freq",) + (("lm_head.weight",) if cfg.tie_embeddings else ())
-    return WeightMap("llama", tuple(rules), ignore=ignore)
+    return WeightMap("llama", tuple(rules + head_rules(cfg)))

@@ -15,12 +15,13 @@ setup(
         "jax>=0.10",
         "flax>=0.12",
         "numpy>=2.0",
+        "ml_dtypes>=0.5",  # bfloat16 in numpy (safetensors weights read without widening)
         "scipy>=1.13",
         "transformers>=5.0",  # tokenizers and chat templates
         "jinja2>=3.1",  # chat templates are rendered with it (prompts.py); torch brought it before
         "safetensors>=0.4",  # HF checkpoints without PyTorch
         "gguf>=0.17",  # the packaged SmolLM2 weights
-        "orbax-checkpoint>=0.11",
+        "orbax-checkpoint>=0.12.8",  # v1 partial save + finalize: convert writes one parameter at a time
         "etils[epath]>=1.5",  # io.py: one path API for local disks and buckets (gs://)
         "ml-collections>=1.0",
         "tensorflow-datasets>=4.9.8",  # data builders (array_record, no TensorFlow)

@@ -283,3 +283,132 @@ def test_packaged_model_is_cached_bit_identically():
     # ids from transformers' own GGUF tokenizer (AutoTokenizer.from_pretrained(gguf_file=...))
     assert loaded.tokenizer("hello world A")["input_ids"] == [28120, 905, 330]
     assert "<|im_start|>" in loaded.tokenizer.chat_template
+
+
+# --------------------------------------------------------------------------- streamed conversion
+
+# One tiny config.json per model_type the loader maps (tied and untied heads, biases, MQA).
+FAMILY_CONFIGS = {
+    "llama": dict(model_type="llama", vocab_size=37, hidden_size=16, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=24,
+                  tie_word_embeddings=True),
+    "qwen2": TINY,
+    "mistral": dict(model_type="mistral", vocab_size=37, hidden_size=16, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=1, intermediate_size=24,
+                    sliding_window=None, tie_word_embeddings=False),
+    "falcon": dict(model_type="falcon", vocab_size=37, hidden_size=16, num_hidden_layers=2,
+                   num_attention_heads=4, multi_query=True, parallel_attn=True, bias=False),
+    "bloom": dict(model_type="bloom", vocab_size=37, hidden_size=16, n_layer=2, n_head=4),
+}
+
+
+def _family_tensors(hf_config, dtype, seed=0):
+    """Random HF tensors for every source name the family's weight map reads (Falcon and Bloom
+    with the ``transformer.`` prefix their HF exports carry), in ``dtype``."""
+    module = registry.family_module(hf_config["model_type"])
+    wmap = module.weight_map(module.config_from_hf(hf_config))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for rule in wmap.rules:
+        for i in range(hf_config.get("num_hidden_layers", hf_config.get("n_layer"))):
+            name = wmap.optional_prefix + rule.source.format(i=i)
+            if name not in out:  # the fused q/k/v tensor feeds three rules
+                out[name] = rng.standard_normal(rule.shape).astype(np.float32).astype(dtype)
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
+def test_streamed_convert_equals_the_in_memory_conversion(tmp_path, family, dtype):
+    """Bit for bit, in the requested dtype: a bfloat16 checkpoint stays bfloat16; float32
+    weights converted to bfloat16 round as the in-memory path rounds them."""
+    src_dtype = jax.numpy.bfloat16 if dtype == "bfloat16" and family != "llama" else np.float32
+    hf = _write(tmp_path / "hf", config=FAMILY_CONFIGS[family], shards=2,
+                tensors=_family_tensors(FAMILY_CONFIGS[family], src_dtype))
+    name, cfg, out = checkpoints.convert(hf, tmp_path / "out", dtype=dtype)
+    assert (name, cfg.dtype) == ("hf", dtype)
+    streamed = flat_params(restore_orbax(out)[1])
+    in_memory = flat_params(load_model(hf, dtype=dtype).params)
+    assert streamed.keys() == in_memory.keys()
+    for k in in_memory:
+        assert streamed[k].dtype == in_memory[k].dtype == np.dtype(jax.numpy.dtype(dtype)), k
+        assert np.array_equal(streamed[k].view(np.uint8), in_memory[k].view(np.uint8)), k
+
+
+def test_bfloat16_is_read_without_widening(tmp_path):
+    t = {k: v.astype(jax.numpy.bfloat16) for k, v in _hf_tensors().items()}
+    tensors = checkpoints.SafetensorsDir(_write(tmp_path / "bf16", tensors=t))
+    w = tensors["model.layers.1.mlp.down_proj.weight"]
+    assert w.dtype == jax.numpy.bfloat16 and np.array_equal(w, t["model.layers.1.mlp.down_proj.weight"])
+
+
+def test_truncated_shard_names_the_file_and_tensor(tmp_path):
+    hf = _write(tmp_path / "hf", shards=2)
+    shard = hf / "model-00002-of-00002.safetensors"
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size - 10)
+    with pytest.raises(InputError) as e:
+        checkpoints.convert(hf, tmp_path / "out")
+    _one_line_error(e, str(shard), "tensor ", "truncated")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_tensor_fails_before_anything_is_written(tmp_path):
+    t = _hf_tensors()
+    del t["model.layers.1.mlp.up_proj.weight"]
+    with pytest.raises(InputError) as e:
+        checkpoints.convert(_write(tmp_path / "hf", tensors=t), tmp_path / "out")
+    _one_line_error(e, "model.layers.1.mlp.up_proj.weight", "missing")
+    assert list(tmp_path.iterdir()) == [tmp_path / "hf"]
+
+
+def test_failure_mid_stream_leaves_no_output(tmp_path, monkeypatch):
+    """A shard that shrinks after its header was read fails on the tensor being read; what was
+    written so far goes with the temporary directory."""
+    hf = _write(tmp_path / "hf", shards=2)
+    shard = hf / "model-00001-of-00002.safetensors"
+
+    class Shrinking(checkpoints.SafetensorsDir):
+        def __init__(self, directory):
+            super().__init__(directory)
+            with open(shard, "r+b") as f:
+                f.truncate(shard.stat().st_size - 10)
+
+    monkeypatch.setattr(checkpoints, "SafetensorsDir", Shrinking)
+    passed = []
+    monkeypatch.setattr(checkpoints.io, "fault_point", passed.append)
+    with pytest.raises(InputError) as e:
+        checkpoints.convert(hf, tmp_path / "out")
+    _one_line_error(e, str(shard), "truncated")
+    assert "after_param:0" in passed  # some parameters were written before the failure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_killed_conversion_leaves_no_output_and_can_be_rerun(tmp_path):
+    hf, out = _write(tmp_path / "hf"), tmp_path / "out"
+    code = "import sys; from valueprobe_jax.cli import main; sys.exit(main())"
+    r = subprocess.run([sys.executable, "-c", code, "convert", "--model", str(hf), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu", "VALUEPROBE_FAULT": "after_param:3"})
+    assert r.returncode == 86, r.stderr[-2000:]
+    assert not out.exists()  # only a hidden .out.*.tmp sibling, never a partial out/
+    checkpoints.convert(hf, out)
+    assert np.array_equal(flat_params(restore_orbax(out)[1])["layers/wq"],
+                          flat_params(load_model(hf).params)["layers/wq"])
+
+
+def test_restore_reads_the_layout_written_before_streaming(tmp_path, tiny):
+    """Directories (and GGUF caches) written by the old save_orbax: one StandardCheckpointer tree."""
+    import orbax.checkpoint as ocp
+
+    loaded = load_model(tiny)
+    old = tmp_path / "old"
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(old / checkpoints.PARAMS_DIR, jax.tree.map(np.asarray, loaded.params))
+    (old / checkpoints.CONFIG_FILE).write_text(json.dumps(
+        {"format": "valueprobe_jax/orbax", "config": loaded.cfg.to_dict()}))
+    cfg, params = restore_orbax(old, dtype="bfloat16")
+    assert cfg.dtype == "bfloat16"
+    want = flat_params(load_model(tiny, dtype="bfloat16").params)
+    got = flat_params(params)
+    assert all(got[k].dtype == jax.numpy.bfloat16 and np.array_equal(got[k], want[k]) for k in want)

@@ -24,7 +24,7 @@ from safetensors.numpy import load_file  # noqa: E402
 from helpers import randomize_torch  # noqa: E402
 from valueprobe_jax.models import checkpoints  # noqa: E402
 from valueprobe_jax.errors import InputError  # noqa: E402
-from valueprobe_jax.models import KVCache, bloom, causal_mask, falcon, forward  # noqa: E402
+from valueprobe_jax.models import KVCache, bloom, causal_mask, falcon, forward, hf_weights  # noqa: E402
 from valueprobe_jax.models.layers import alibi_slopes  # noqa: E402
 
 VOCAB = 253  # not a power of two
@@ -218,19 +218,22 @@ def test_bad_tensors_give_one_line_input_error(tiny):
     tensors = load_file(str(path / "model.safetensors"))
     name = "transformer.h.1.self_attention.query_key_value.bias"
 
+    def _params(cfg, tensors):
+        return hf_weights.params_from_hf(cfg, bloom.weight_map(cfg), tensors)
+
     missing = {k: v for k, v in tensors.items() if k != name}
     with pytest.raises(InputError, match=r"missing tensor 'h\.1\.self_attention\.query_key_value\.bias'"):
-        bloom.params_from_hf(cfg, missing)
+        _params(cfg, missing)
     wrong = dict(tensors, **{name: tensors[name][:-1]})
     with pytest.raises(InputError, match=r"shape mismatch for h\.1\.self_attention\.query_key_value\.bias: "
                                          r"checkpoint has \(143,\), config expects \(144,\)"):
-        bloom.params_from_hf(cfg, wrong)
+        _params(cfg, wrong)
     with pytest.raises(InputError, match=r"unexpected tensor\(s\) h\.2\.input_layernorm\.weight"):
-        bloom.params_from_hf(cfg, dict(tensors, **{"transformer.h.2.input_layernorm.weight": tensors[
+        _params(cfg, dict(tensors, **{"transformer.h.2.input_layernorm.weight": tensors[
             "transformer.h.1.input_layernorm.weight"]}))
     # The BigScience files have no "transformer." prefix: both spellings load the same parameters.
-    bare = bloom.params_from_hf(cfg, {k.removeprefix("transformer."): v for k, v in tensors.items()})
-    prefixed = bloom.params_from_hf(cfg, tensors)
+    bare = _params(cfg, {k.removeprefix("transformer."): v for k, v in tensors.items()})
+    prefixed = _params(cfg, tensors)
     assert bare.keys() == prefixed.keys()
     assert all(np.array_equal(bare[k], prefixed[k]) for k in bare)
 

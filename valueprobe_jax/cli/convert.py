@@ -1,5 +1,6 @@
 """`valueprobe convert`: any supported checkpoint (registry name, HF directory, GGUF) -> an orbax
-directory that ``load_model`` restores in seconds (optionally straight onto a device mesh)."""
+directory that ``load_model`` restores in seconds (optionally straight onto a device mesh). An HF
+directory is converted one parameter at a time, so a 70B checkpoint needs no 140 GB of memory."""
 
 from __future__ import annotations
 
@@ -19,18 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pathlib
+    from valueprobe_jax.models.checkpoints import convert
 
-    from valueprobe_jax.models.checkpoints import load_model, save_orbax
-    from valueprobe_jax.errors import InputError
-
-    out = pathlib.Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {out}: exists and is not an empty directory")
     t0 = time.perf_counter()
-    loaded = load_model(args.model, dtype=args.dtype)
-    out = save_orbax(args.out, loaded.cfg, loaded.params, tokenizer=loaded.tokenizer,
-                     generation_config=loaded.generation_config)
-    print(f"{loaded.name}: {loaded.cfg.num_params() / 1e6:.1f}M parameters ({args.dtype}) -> {out} "
+    name, cfg, out = convert(args.model, args.out, dtype=args.dtype)
+    print(f"{name}: {cfg.num_params() / 1e6:.1f}M parameters ({args.dtype}) -> {out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -15,13 +15,14 @@ valid tokens (``cumsum(valid) - 1``), as transformers derives them from the mask
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
-from valueprobe_jax.models.falcon import HFTensors, split_fused_qkv
+from valueprobe_jax.models.falcon import split_fused_qkv
+from valueprobe_jax.models.hf_weights import Rule, WeightMap, head_rules
 
 _WHERE = "config.json"
 
@@ -72,44 +73,33 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32") -> Mode
     )
 
 
-def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """HF Bloom tensors (names with or without ``transformer.``, as the BigScience files have them)
-    -> flat parameters of ``layers.py`` in ``cfg.dtype``, stacked on a leading layers axis."""
+def weight_map(cfg: ModelConfig) -> WeightMap:
+    """Our parameters from HF Bloom names (with or without ``transformer.``, as the BigScience
+    files have them)."""
     e, h, d, m, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size
-    t = HFTensors(tensors, "bloom")
-    per_layer: dict[str, list[np.ndarray]] = {}
+    L, fused = "h.{i}.", "h.{i}.self_attention.query_key_value."
 
-    def put(name: str, value: np.ndarray) -> None:
-        per_layer.setdefault(name, []).append(value)
+    def qkv(part: int) -> Callable[[np.ndarray], np.ndarray]:  # one of q, k, v of the fused tensor
+        return lambda w: split_fused_qkv(w, h, h, d)[part]
 
-    for i in range(cfg.num_layers):
-        p = f"h.{i}."
-        put("attn_norm_scale", t.get(p + "input_layernorm.weight", (e,)))
-        put("attn_norm_bias", t.get(p + "input_layernorm.bias", (e,)))
-        put("mlp_norm_scale", t.get(p + "post_attention_layernorm.weight", (e,)))
-        put("mlp_norm_bias", t.get(p + "post_attention_layernorm.bias", (e,)))
-        qkv_w = t.get(p + "self_attention.query_key_value.weight", (3 * h * d, e))
-        qkv_b = t.get(p + "self_attention.query_key_value.bias", (3 * h * d,))
-        for name, a in zip(("wq", "wk", "wv", "bq", "bk", "bv"),
-                           split_fused_qkv(qkv_w, h, h, d) + split_fused_qkv(qkv_b, h, h, d)):
-            put(name, a)
-        put("wo", t.get(p + "self_attention.dense.weight", (e, h * d)).T.reshape(h, d, e))
-        put("bo", t.get(p + "self_attention.dense.bias", (e,)))
-        put("w_up", t.get(p + "mlp.dense_h_to_4h.weight", (m, e)).T)
-        put("b_up", t.get(p + "mlp.dense_h_to_4h.bias", (m,)))
-        put("w_down", t.get(p + "mlp.dense_4h_to_h.weight", (e, m)).T)
-        put("b_down", t.get(p + "mlp.dense_4h_to_h.bias", (e,)))
-
-    dt = cfg.jnp_dtype
-    flat = {f"layers/{k}": np.stack(vs).astype(dt, copy=False) for k, vs in per_layer.items()}
-    flat["embed"] = t.get("word_embeddings.weight", (v, e)).astype(dt, copy=False)
-    flat["embed_norm_scale"] = t.get("word_embeddings_layernorm.weight", (e,)).astype(dt, copy=False)
-    flat["embed_norm_bias"] = t.get("word_embeddings_layernorm.bias", (e,)).astype(dt, copy=False)
-    flat["final_norm_scale"] = t.get("ln_f.weight", (e,)).astype(dt, copy=False)
-    flat["final_norm_bias"] = t.get("ln_f.bias", (e,)).astype(dt, copy=False)
-    if cfg.tie_embeddings:
-        t.used.add("lm_head.weight")  # tied in transformers whatever the file holds
-    else:
-        flat["lm_head"] = t.get("lm_head.weight", (v, e)).T.astype(dt, copy=False)
-    t.check_all_used()
-    return flat
+    rules = [Rule("layers/attn_norm_scale", L + "input_layernorm.weight", (e,)),
+             Rule("layers/attn_norm_bias", L + "input_layernorm.bias", (e,)),
+             Rule("layers/mlp_norm_scale", L + "post_attention_layernorm.weight", (e,)),
+             Rule("layers/mlp_norm_bias", L + "post_attention_layernorm.bias", (e,))]
+    rules += [Rule(f"layers/{name}", fused + "weight", (3 * h * d, e), qkv(part))
+              for part, name in enumerate(("wq", "wk", "wv"))]
+    rules += [Rule(f"layers/{name}", fused + "bias", (3 * h * d,), qkv(part))
+              for part, name in enumerate(("bq", "bk", "bv"))]
+    rules += [Rule("layers/wo", L + "self_attention.dense.weight", (e, h * d),
+                   lambda w: w.T.reshape(h, d, e)),
+              Rule("layers/bo", L + "self_attention.dense.bias", (e,)),
+              Rule("layers/w_up", L + "mlp.dense_h_to_4h.weight", (m, e), np.transpose),
+              Rule("layers/b_up", L + "mlp.dense_h_to_4h.bias", (m,)),
+              Rule("layers/w_down", L + "mlp.dense_4h_to_h.weight", (e, m), np.transpose),
+              Rule("layers/b_down", L + "mlp.dense_4h_to_h.bias", (e,)),
+              Rule("embed", "word_embeddings.weight", (v, e)),
+              Rule("embed_norm_scale", "word_embeddings_layernorm.weight", (e,)),
+              Rule("embed_norm_bias", "word_embeddings_layernorm.bias", (e,)),
+              Rule("final_norm_scale", "ln_f.weight", (e,)),
+              Rule("final_norm_bias", "ln_f.bias", (e,))]
+    return WeightMap("bloom", tuple(rules + head_rules(cfg)), optional_prefix="transformer.")

@@ -15,12 +15,13 @@ weights laid out per head as [heads, 3, head_dim]), ``parallel_attn=false`` (seq
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
+from valueprobe_jax.models.hf_weights import Rule, WeightMap, head_rules
 
 MODEL_TYPES = ("falcon", "RefinedWebModel", "RefinedWeb")
 # transformers' activation names -> ours (the tanh forms are one function with equal constants).
@@ -104,32 +105,6 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32") -> Mode
     )
 
 
-class HFTensors:
-    """HF tensors by name with the ``transformer.`` prefix optional; tracks what was used."""
-
-    def __init__(self, tensors: Mapping[str, np.ndarray], family: str):
-        self.t = {k.removeprefix("transformer."): v for k, v in tensors.items()}
-        self.family = family
-        self.used: set[str] = set()
-
-    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if name not in self.t:
-            raise InputError(f"checkpoint: missing tensor {name!r} for a {self.family} model")
-        a = np.asarray(self.t[name])
-        if a.shape != shape:
-            raise InputError(f"checkpoint: tensor shape mismatch for {name}: checkpoint has "
-                             f"{a.shape}, config expects {shape}")
-        self.used.add(name)
-        return a
-
-    def check_all_used(self, ignore: tuple[str, ...] = ("inv_freq",)) -> None:
-        extra = sorted(k for k in set(self.t) - self.used if not k.endswith(ignore))
-        if extra:
-            shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
-            raise InputError(f"checkpoint: unexpected tensor(s) {shown} for this {self.family} "
-                             "config (does config.json match the weights?)")
-
-
 def split_fused_qkv(w: np.ndarray, heads: int, kv_heads: int, head_dim: int):
     """Fused ``query_key_value`` weight [out, E] (or bias [out]) -> q, k, v as [E?, n, head_dim].
 
@@ -148,49 +123,36 @@ def split_fused_qkv(w: np.ndarray, heads: int, kv_heads: int, head_dim: int):
     return q, k, v
 
 
-def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """HF Falcon tensors (names with or without ``transformer.``) -> flat parameters of ``layers.py``,
-    in ``cfg.dtype``, per-layer tensors stacked on a leading layers axis."""
+def weight_map(cfg: ModelConfig) -> WeightMap:
+    """Our parameters from HF Falcon names (with or without ``transformer.``)."""
     e, h, kv, d, m, v = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                          cfg.intermediate_size, cfg.vocab_size)
-    t = HFTensors(tensors, "falcon")
-    per_layer: dict[str, list[np.ndarray]] = {}
+    L, qkv_out = "h.{i}.", (h + 2 * kv) * d
 
-    def put(name: str, value: np.ndarray) -> None:
-        per_layer.setdefault(name, []).append(value)
+    def qkv(part: int) -> Callable[[np.ndarray], np.ndarray]:  # one of q, k, v of the fused tensor
+        return lambda w: split_fused_qkv(w, h, kv, d)[part]
 
-    qkv_out = (h + 2 * kv) * d
-    for i in range(cfg.num_layers):
-        p = f"h.{i}."
-        put("attn_norm_scale", t.get(p + "input_layernorm.weight", (e,)))
-        put("attn_norm_bias", t.get(p + "input_layernorm.bias", (e,)))
-        if not cfg.parallel_block:
-            put("mlp_norm_scale", t.get(p + "post_attention_layernorm.weight", (e,)))
-            put("mlp_norm_bias", t.get(p + "post_attention_layernorm.bias", (e,)))
-        wq, wk, wv = split_fused_qkv(t.get(p + "self_attention.query_key_value.weight", (qkv_out, e)), h, kv, d)
-        for name, a in (("wq", wq), ("wk", wk), ("wv", wv)):
-            put(name, a)
-        put("wo", t.get(p + "self_attention.dense.weight", (e, h * d)).T.reshape(h, d, e))
-        put("w_up", t.get(p + "mlp.dense_h_to_4h.weight", (m, e)).T)
-        put("w_down", t.get(p + "mlp.dense_4h_to_h.weight", (e, m)).T)
-        if cfg.qkv_bias:
-            bq, bk, bv = split_fused_qkv(t.get(p + "self_attention.query_key_value.bias", (qkv_out,)), h, kv, d)
-            for name, a in (("bq", bq), ("bk", bk), ("bv", bv)):
-                put(name, a)
-        if cfg.out_bias:
-            put("bo", t.get(p + "self_attention.dense.bias", (e,)))
-        if cfg.mlp_bias:
-            put("b_up", t.get(p + "mlp.dense_h_to_4h.bias", (m,)))
-            put("b_down", t.get(p + "mlp.dense_4h_to_h.bias", (e,)))
-
-    dt = cfg.jnp_dtype
-    flat = {f"layers/{k}": np.stack(vs).astype(dt, copy=False) for k, vs in per_layer.items()}
-    flat["embed"] = t.get("word_embeddings.weight", (v, e)).astype(dt, copy=False)
-    flat["final_norm_scale"] = t.get("ln_f.weight", (e,)).astype(dt, copy=False)
-    flat["final_norm_bias"] = t.get("ln_f.bias", (e,)).astype(dt, copy=False)
-    if cfg.tie_embeddings:
-        t.used.add("lm_head.weight")  # HF ties it to the embeddings whatever the file holds
-    else:
-        flat["lm_head"] = t.get("lm_head.weight", (v, e)).T.astype(dt, copy=False)
-    t.check_all_used()
-    return flat
+    rules = [Rule("layers/attn_norm_scale", L + "input_layernorm.weight", (e,)),
+             Rule("layers/attn_norm_bias", L + "input_layernorm.bias", (e,))]
+    if not cfg.parallel_block:
+        rules += [Rule("layers/mlp_norm_scale", L + "post_attention_layernorm.weight", (e,)),
+                  Rule("layers/mlp_norm_bias", L + "post_attention_layernorm.bias", (e,))]
+    fused = L + "self_attention.query_key_value."
+    rules += [Rule(f"layers/{name}", fused + "weight", (qkv_out, e), qkv(part))
+              for part, name in enumerate(("wq", "wk", "wv"))]
+    rules += [Rule("layers/wo", L + "self_attention.dense.weight", (e, h * d),
+                   lambda w: w.T.reshape(h, d, e)),
+              Rule("layers/w_up", L + "mlp.dense_h_to_4h.weight", (m, e), np.transpose),
+              Rule("layers/w_down", L + "mlp.dense_4h_to_h.weight", (e, m), np.transpose)]
+    if cfg.qkv_bias:
+        rules += [Rule(f"layers/{name}", fused + "bias", (qkv_out,), qkv(part))
+                  for part, name in enumerate(("bq", "bk", "bv"))]
+    if cfg.out_bias:
+        rules.append(Rule("layers/bo", L + "self_attention.dense.bias", (e,)))
+    if cfg.mlp_bias:
+        rules += [Rule("layers/b_up", L + "mlp.dense_h_to_4h.bias", (m,)),
+                  Rule("layers/b_down", L + "mlp.dense_4h_to_h.bias", (e,))]
+    rules += [Rule("embed", "word_embeddings.weight", (v, e)),
+              Rule("final_norm_scale", "ln_f.weight", (e,)),
+              Rule("final_norm_bias", "ln_f.bias", (e,))]
+    return WeightMap("falcon", tuple(rules + head_rules(cfg)), optional_prefix="transformer.")

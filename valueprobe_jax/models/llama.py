@@ -15,6 +15,7 @@ import numpy as np
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig, RopeScaling
+from valueprobe_jax.models.hf_weights import Rule, WeightMap, head_rules
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -87,72 +88,37 @@ def config_from_hf(hf_config: Mapping[str, Any], dtype: str = "float32") -> Mode
         max_position_embeddings=max_pos, dtype=dtype)
 
 
-def _getter(tensors: Mapping[str, Any], dtype: Any,
-            used: set[str]) -> Callable[[str, tuple[int, ...]], np.ndarray]:
-    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        used.add(name)
-        if name not in tensors:
-            raise InputError(f"{name}: tensor missing from the checkpoint")
-        t = np.asarray(tensors[name])
-        if tuple(t.shape) != tuple(shape):
-            raise InputError(f"{name}: tensor shape {tuple(t.shape)} does not match the "
-                             f"config's {tuple(shape)}")
-        return t.astype(dtype, copy=False)
-    return get
+def weight_map(cfg: ModelConfig) -> WeightMap:
+    """Our parameters from HF names (``model.layers.N.self_attn.q_proj.weight`` ...): nn.Linear
+    stores [out, in]; we keep [in, heads, head_dim] / [heads, head_dim, out], stacked over layers."""
+    e, h, kv, d, m, v = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                         cfg.intermediate_size, cfg.vocab_size)
+    L = "model.layers.{i}."
 
+    def heads_in(n: int) -> Callable[[np.ndarray], np.ndarray]:  # [n*d, e] -> [e, n, d]
+        return lambda w: w.T.reshape(e, n, d)
 
-def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """HF tensor names (``model.layers.N.self_attn.q_proj.weight`` ...) -> flat parameter dict
-    (``layers/wq`` ... stacked over layers), cast to ``cfg.dtype``.
+    def heads_bias(n: int) -> Callable[[np.ndarray], np.ndarray]:  # [n*d] -> [n, d]
+        return lambda b: b.reshape(n, d)
 
-    ``tensors`` may be lazy (a mapping that reads on access); each tensor is read once.
-    """
-    e, h, kv, d, m, v, n = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                            cfg.intermediate_size, cfg.vocab_size, cfg.num_layers)
-    used: set[str] = set()
-    get = _getter(tensors, cfg.jnp_dtype, used)
-
-    def stack(fn: Callable[[str], np.ndarray]) -> np.ndarray:
-        return np.stack([fn(f"model.layers.{i}.") for i in range(n)])
-
-    def heads_in(name: str, n_heads: int) -> np.ndarray:  # [n_heads*d, e] -> [L, e, n_heads, d]
-        return stack(lambda p: get(p + name, (n_heads * d, e)).T.reshape(e, n_heads, d))
-
-    def heads_bias(name: str, n_heads: int) -> np.ndarray:  # [n_heads*d] -> [L, n_heads, d]
-        return stack(lambda p: get(p + name, (n_heads * d,)).reshape(n_heads, d))
-
-    def linear(name: str, shape: tuple[int, int]) -> np.ndarray:  # [out, in] -> [L, in, out]
-        return stack(lambda p: get(p + name, shape).T)
-
-    # nn.Linear stores [out, in]; we keep [in, heads, head_dim] / [heads, head_dim, out].
-    out: dict[str, np.ndarray] = {
-        "embed": get("model.embed_tokens.weight", (v, e)),
-        "final_norm_scale": get("model.norm.weight", (e,)),
-        "layers/attn_norm_scale": stack(lambda p: get(p + "input_layernorm.weight", (e,))),
-        "layers/mlp_norm_scale": stack(lambda p: get(p + "post_attention_layernorm.weight", (e,))),
-        "layers/wq": heads_in("self_attn.q_proj.weight", h),
-        "layers/wk": heads_in("self_attn.k_proj.weight", kv),
-        "layers/wv": heads_in("self_attn.v_proj.weight", kv),
-        "layers/wo": stack(lambda p: get(p + "self_attn.o_proj.weight", (e, h * d)).T
-                           .reshape(h, d, e)),
-        "layers/w_gate": linear("mlp.gate_proj.weight", (m, e)),
-        "layers/w_up": linear("mlp.up_proj.weight", (m, e)),
-        "layers/w_down": linear("mlp.down_proj.weight", (e, m)),
-    }
+    rules = [
+        Rule("embed", "model.embed_tokens.weight", (v, e)),
+        Rule("final_norm_scale", "model.norm.weight", (e,)),
+        Rule("layers/attn_norm_scale", L + "input_layernorm.weight", (e,)),
+        Rule("layers/mlp_norm_scale", L + "post_attention_layernorm.weight", (e,)),
+        Rule("layers/wq", L + "self_attn.q_proj.weight", (h * d, e), heads_in(h)),
+        Rule("layers/wk", L + "self_attn.k_proj.weight", (kv * d, e), heads_in(kv)),
+        Rule("layers/wv", L + "self_attn.v_proj.weight", (kv * d, e), heads_in(kv)),
+        Rule("layers/wo", L + "self_attn.o_proj.weight", (e, h * d),
+             lambda w: w.T.reshape(h, d, e)),
+        Rule("layers/w_gate", L + "mlp.gate_proj.weight", (m, e), np.transpose),
+        Rule("layers/w_up", L + "mlp.up_proj.weight", (m, e), np.transpose),
+        Rule("layers/w_down", L + "mlp.down_proj.weight", (e, m), np.transpose),
+    ]
     if cfg.qkv_bias:
-        out["layers/bq"] = heads_bias("self_attn.q_proj.bias", h)
-        out["layers/bk"] = heads_bias("self_attn.k_proj.bias", kv)
-        out["layers/bv"] = heads_bias("self_attn.v_proj.bias", kv)
+        rules += [Rule("layers/bq", L + "self_attn.q_proj.bias", (h * d,), heads_bias(h)),
+                  Rule("layers/bk", L + "self_attn.k_proj.bias", (kv * d,), heads_bias(kv)),
+                  Rule("layers/bv", L + "self_attn.v_proj.bias", (kv * d,), heads_bias(kv))]
     if cfg.out_bias:
-        out["layers/bo"] = stack(lambda p: get(p + "self_attn.o_proj.bias", (e,)))
-    if not cfg.tie_embeddings:
-        out["lm_head"] = get("lm_head.weight", (v, e)).T
-    # Tolerated leftovers: RoPE buffers of old exports; a tied checkpoint that still stores the
-    # head (transformers ignores it too). Anything else means config and weights disagree.
-    extra = sorted(k for k in tensors if k not in used and not k.endswith("rotary_emb.inv_freq")
-                   and not (cfg.tie_embeddings and k == "lm_head.weight"))
-    if extra:
-        shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
-        raise InputError(f"{shown}: unexpected tensor(s) for the config's "
-                         f"{n}-layer {'tied' if cfg.tie_embeddings else 'untied'} model")
-    return {k: np.ascontiguousarray(a) for k, a in out.items()}
+        rules.append(Rule("layers/bo", L + "self_attn.o_proj.bias", (e,)))
+    return WeightMap("llama", tuple(rules + head_rules(cfg)))

@@ -37,7 +37,7 @@ from valueprobe_jax.engine.flops import flops_estimate
 from valueprobe_jax.engine.packing import Item, Row, common_prefix, pack
 from valueprobe_jax.engine.ratings import RatingResult, rate
 from valueprobe_jax.engine.labels import LOOKUPS
-from valueprobe_jax.engine.sampler import PrefilledGroup
+from valueprobe_jax.engine.sampler import PrefilledGroup, power_of_two_parts
 from valueprobe_jax.engine.requests import (BOUNDARIES, Encoded, ScoreRequest, ScoreResult,
                                             ScoreStats, encode_request)
 from valueprobe_jax.engine.traces import TraceCounter, Traced
@@ -170,7 +170,8 @@ class Scorer:
         """``score`` of the prompts of a ``Sampler`` group from its prefill (the shared-prefill
         path: no prompt token runs again). ``encoded[j]`` is the group's prompt j (same ids);
         label logits are read from the group's next-token logits, each prompt's options run as
-        one row (a prefix tree) on top of that prompt's cache, in one call for the group."""
+        one row (a prefix tree) on top of that prompt's cache. Rows are sorted by tree size and
+        run in power-of-two batches (no padding row; each batch padded to its own longest)."""
         encoded = list(encoded)
         if len(encoded) != len(group.index):
             raise InputError(f"score_prefilled: {len(encoded)} requests for a group of "
@@ -188,21 +189,27 @@ class Scorer:
             row.add(Item(j, (), e.options, tuple(range(len(e.options))),
                          tuple(e.label_ids.ravel())))
             rows.append(lay_out(row, len(e.prompt)))
-        rows += [lay_out(Row(), 0)] * (group.slots - len(rows))  # the group's padding slots
-        call = Call(rows, self._bucket(max(len(r.tokens) for r in rows)))
-        a = call.arrays()
-        b, t = a["tokens"].shape
-        m, n = a["logits_at"].shape[1], a["pair_at"].shape[1]
-        p = group.length
-        lengths = np.zeros((b,), np.int32)
+        lengths = np.zeros((group.slots,), np.int32)
         lengths[:len(encoded)] = [len(e.prompt) for e in encoded]
+        order = sorted(range(len(rows)), key=lambda j: len(rows[j].tokens))
         before = self.traces.total
-        out = self._call(self._core(CoreKind.PROMPT, b, t, m, n, p), CoreKind.PROMPT,
-                         group.cache, lengths, group.first_logits, a["tokens"], a["positions"],
-                         a["ends"], a["logits_at"], a["pair_at"], a["pair_tok"])
-        self._count(call, a, CoreKind.PROMPT, p + t, m)
+        calls, pending, start = [], [], 0
+        for size in power_of_two_parts(len(order)):  # the most rows take the smallest trees
+            which = np.asarray(order[start:start + size], np.int32)
+            start += size
+            call = Call([rows[j] for j in which], self._bucket(max(len(rows[j].tokens)
+                                                                   for j in which)))
+            a = call.arrays()
+            b, t = a["tokens"].shape
+            m, n = a["logits_at"].shape[1], a["pair_at"].shape[1]
+            core = self._core(CoreKind.PROMPT, b, t, m, n, group.slots, group.length)
+            pending.append(self._call(core, CoreKind.PROMPT, group.cache, lengths,
+                                      group.first_logits, which, a["tokens"], a["positions"],
+                                      a["ends"], a["logits_at"], a["pair_at"], a["pair_tok"]))
+            self._count(call, a, CoreKind.PROMPT, group.length + t, m)
+            calls.append(call)
         self.stats.compiles += self.traces.total - before
-        return self._collect(encoded, [call], jax.device_get([out]))
+        return self._collect(encoded, calls, jax.device_get(pending))
 
     def rate(self, prompts: Sequence[tuple[str, str]] | Mapping[str, str],
              strategy: str = "packed") -> list[RatingResult]:

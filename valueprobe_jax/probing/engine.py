@@ -312,17 +312,15 @@ class ProbeEngine:
         sp = self.text_sampling.params() if "text" in s.methods else None
         scored = generations = None
         if "token" in s.methods or "seq" in s.methods:
-            encoded = self.scorer.encode([ScoreRequest(r.key, text, conts, list(r.prompt.labels))
-                                          for r, (text, conts) in zip(requests, rendered)])
-            ids = (self.sampler.encode(texts, keys, sp.max_new_tokens if sp else 0)
-                   if self.shares_prefill else None)
-            if ids is not None and same_prompt_ids(encoded, ids):
+            reqs = [ScoreRequest(r.key, text, conts, list(r.prompt.labels))
+                    for r, (text, conts) in zip(requests, rendered)]
+            shared = self._score_shared(reqs, keys, sp) if self.shares_prefill else None
+            if shared is not None:
                 self.last_strategy = SHARED_PREFILL
-                scored, generations = score_and_generate(self.scorer, self.sampler, encoded,
-                                                         ids, keys, sp)
+                scored, generations = shared
             else:
                 self.last_strategy = self.pick_strategy(texts)
-                scored = self.scorer.score_encoded(encoded, strategy=self.last_strategy)
+                scored = self.scorer.score(reqs, strategy=self.last_strategy)
         if sp is not None and generations is None:
             generations = self.sampler.generate(texts, keys, sp)
         rows = []
@@ -360,6 +358,16 @@ class ProbeEngine:
                            p_text=representations.p_text(parsed, k).tolist())
             rows.append(row)
         return rows
+
+    def _score_shared(self, reqs: list[ScoreRequest], keys: list[str],
+                      sp: SamplingParams | None) -> tuple[list, list | None] | None:
+        """Scores (and samples, with ``sp``) from one prefill per prompt; None where the
+        scorer's prompt ids differ from the sampler's (a BOS rule), to score apart instead."""
+        encoded = self.scorer.encode(reqs)
+        ids = self.sampler.encode([r.prompt for r in reqs], keys, sp.max_new_tokens if sp else 0)
+        if not same_prompt_ids(encoded, ids):
+            return None
+        return score_and_generate(self.scorer, self.sampler, encoded, ids, keys, sp)
 
     def probe_in_chunks(self, requests: Sequence[ProbeRequest], *, chunk_size: int = 32,
                         progress: bool = True) -> list[dict[str, Any]]:

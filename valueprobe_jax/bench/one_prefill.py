@@ -39,7 +39,7 @@ def run_counts(model: Any, requests: Sequence[Any], strategy: str,
     return counts, rows
 
 
-def max_differences(rows: Sequence[dict], ref: Sequence[dict]) -> dict[str, Any]:
+def row_differences(rows: Sequence[dict], ref: Sequence[dict]) -> dict[str, Any]:
     """Largest |difference| of each raw column, whether p-vector argmaxes and texts agree."""
     out: dict[str, Any] = {}
     for col in ("token_logits", "token_logits_space", "option_logprob", "p_token", "p_seq"):
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"({before['total'] / shared['total']:.3f}x), prefill + scoring "
               f"{before['prefill_tokens'] + before['scoring_tokens']} -> "
               f"{shared['prefill_tokens'] + shared['scoring_tokens']}")
-    print("shared_prefill vs packed:", max_differences(results["shared_prefill"][1],
+    print("shared_prefill vs packed:", row_differences(results["shared_prefill"][1],
                                                        results["packed"][1]))
 
 

@@ -35,7 +35,8 @@ def test_settings_reject_bad_values():
               "methods token,vibes: unknown 'vibes' (choose from token, seq, text)"),
              (dict(methods=()), "methods (none): empty (choose from token, seq, text)"),
              (dict(strategy="fast"),
-              "strategy 'fast': unknown (choose from auto, naive, padded, packed, prefix_cache)"),
+              "strategy 'fast': unknown (choose from auto, shared_prefill, naive, padded, packed, "
+              "prefix_cache)"),
              (dict(parse_mode="label"), "parse mode 'label': unknown (choose from label_aware, paper)")]
     for kwargs, message in cases:
         with pytest.raises(InputError) as e:
@@ -49,6 +50,9 @@ def test_auto_strategy_choice(smol, requests):
     assert engine.pick_strategy(texts) == "prefix_cache"  # system prompt + instruction shared
     assert engine.pick_strategy(texts[:1]) == "packed"
     assert ProbeEngine(smol, ProbeSettings(strategy="padded")).pick_strategy(texts) == "padded"
+    # with the text method on, auto scores from the sampler's prefill (test_shared_prefill.py)
+    assert not engine.shares_prefill and ProbeEngine(smol, ProbeSettings()).shares_prefill
+    assert not ProbeEngine(smol, ProbeSettings(strategy="packed")).shares_prefill
 
 
 def test_rows_equal_across_strategies_and_are_canonical(smol, requests):

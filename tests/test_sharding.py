@@ -236,6 +236,39 @@ def test_sampling_matches_single_device(tiny_params):
                                            np.concatenate([x.logprobs for x in r]), atol=1e-5)
 
 
+def test_shared_prefill_matches_single_device(tiny_params):
+    """One prefill for scoring and sampling on a mesh: the same samples as the sharded
+    ``generate`` and the single-device shared path, scores within 1e-5."""
+    engine = pytest.importorskip("valueprobe_jax.engine")
+    from valueprobe_jax.engine.shared_prefill import score_and_generate
+
+    tok = CharTokenizer()
+    reqs = [engine.ScoreRequest(f"q{i}", f"Q{i}: {q}\nAnswer:", [f" {a}. {o}" for a, o in
+                                zip("ABC", opts)], list("ABC")[:len(opts)])
+            for i, (q, opts) in enumerate([("Trust people?", ["Yes", "No"]),
+                                           ("How happy are you?", ["Very", "Quite", "Not"]),
+                                           ("Is work important?", ["Yes", "No"])])]
+    keys = [r.key for r in reqs]
+    sp = engine.SamplingParams(temperature=1.0, max_new_tokens=5, num_samples=2, seed=4)
+    out = {}
+    for spec in (None, "data=2,tensor=4"):
+        mesh = sh.make_mesh(spec) if spec else None
+        scorer = engine.Scorer((SHARDABLE, tiny_params, tok), mesh=mesh)
+        sampler = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=8, end_of_turn=(),
+                                 mesh=mesh)
+        plain = sampler.generate([r.prompt for r in reqs], keys, sp)
+        enc = scorer.encode(reqs)
+        ids = sampler.encode([r.prompt for r in reqs], keys, sp.max_new_tokens)
+        scored, gens = score_and_generate(scorer, sampler, enc, ids, keys, sp)
+        assert [[g.token_ids for g in x] for x in gens] == [[g.token_ids for g in x] for x in plain]
+        out[spec] = scored, gens
+    (ref, ref_gens), (got, got_gens) = out.values()
+    assert [[g.token_ids for g in x] for x in got_gens] == [[g.token_ids for g in x] for x in ref_gens]
+    for r, g in zip(ref, got):
+        for field in ("token_logits", "token_logits_space", "option_logprob"):
+            np.testing.assert_allclose(getattr(g, field), getattr(r, field), atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- orbax restore
 
 def test_orbax_restore_into_sharded_layout(tmp_path, tiny_params):

@@ -42,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--date-string", default="",
                    help="YYYY-MM-DD a dated chat template writes (default: today, recorded in each row)")
     p.add_argument("--strategy", default="auto",
-                   help="auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache")
+                   help="auto (shared_prefill with the text method; else prefix_cache for a long "
+                        "shared prefix, else packed) | shared_prefill | naive | padded | packed | "
+                        "prefix_cache")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--mesh", default="", help='device mesh, e.g. "data=2,tensor=4"')
     q = p.add_mutually_exclusive_group()

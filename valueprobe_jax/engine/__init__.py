@@ -6,8 +6,9 @@ prompts in packed rows) and ``Sampler`` / ``SamplingParams`` / ``Generation`` (t
 loop). Modules, bottom up: requests (records, tokenization), flops (the FLOP model), packing
 (prefix forests into rows), calls (rows into call arrays), cores (the jitted scoring functions),
 ratings (1-10 ratings from scores), scorer (the Scorer and its strategies); sampling (the
-sampling math), decode_loop (the jitted loop), sampler (the Sampler); logprobs (one plain
-forward); traces (compile counting per Scorer / Sampler)."""
+sampling math), decode_loop (the jitted loop), sampler (the Sampler); shared_prefill (scoring
+and sampling from one prefill per prompt); logprobs (one plain forward); traces (compile
+counting per Scorer / Sampler)."""
 
 from valueprobe_jax.engine.requests import ScoreRequest, ScoreResult
 from valueprobe_jax.engine.sampler import Generation, Sampler

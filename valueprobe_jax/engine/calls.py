@@ -49,12 +49,14 @@ class RowArrays:
 
 
 def lay_out(row: Row, offset: int) -> RowArrays:
-    """A packed row as arrays; positions start at ``offset`` (the cached prefix's length)."""
+    """A packed row as arrays; positions start at ``offset`` (the cached prefix's length). An
+    item with an empty prompt (its prompt is all in the cache) reads its label logits and its
+    options' first tokens at logits slot -1: the logits after the cached prompt."""
     slot, toks, depth, ends = row.layout()
     at: dict[int, int] = {}
     reads: list[tuple[int, int, int, int, int]] = []
     for item, (end, opts) in zip(row.items, row.paths):
-        e = int(slot[end])
+        e = int(slot[end]) if end >= 0 else -1
         for j, lid in enumerate(item.label_ids):
             reads.append((at.setdefault(e, len(at)), lid, 1, item.req, j))
         for oi, nodes in zip(item.option_index, opts):

@@ -27,6 +27,7 @@ class CoreKind(enum.StrEnum):
     TREE = "tree"  # packed rows, LM head only where a read needs it
     PREFILL = "prefill"  # a shared prefix into a KV cache
     CACHED = "cached"  # packed rows on top of a prefilled prefix
+    PROMPT = "prompt"  # each row's options on top of its own prefilled prompt (shared prefill)
 
 
 def tree_mask(ends: jax.Array) -> jax.Array:
@@ -113,12 +114,47 @@ def make_cached_core(cfg: ModelConfig, *, in_shardings: Any = None, out_sharding
                                  out_shardings)
 
 
+def make_prompt_core(cfg: ModelConfig, *, in_shardings: Any = None, out_shardings: Any = None,
+                     traces: TraceCounter | None = None) -> Callable:
+    """Jitted ``(params, prompt KVCache [S, P], lengths [S], first_logits [S, V], which [B],
+    tokens, positions, ends, logits_at, pair_at, pair_tok) -> (logit, logprob)``: row b's option
+    tree on top of prompt ``which[b]`` of a group prefilled left-padded as the sampler does
+    (``decode_loop.prefill``: slots P-n .. P-1 at positions 0..n-1). A ``logits_at`` entry of -1
+    reads the prompt's ``first_logits`` (the next-token logits after it: label logits and every
+    option's first token)."""
+
+    def core(params, prompt, lengths, first_logits, which, tokens, positions, ends, logits_at,
+             pair_at, pair_tok):
+        b, t = tokens.shape
+        p = prompt.k.shape[2]
+        k, v = (jnp.take(x, which, axis=1) for x in (prompt.k, prompt.v))
+        pad = jnp.zeros(k.shape[:2] + (t,) + k.shape[3:], k.dtype)
+        start = p - jnp.take(lengths, which)[:, None]  # first real slot of each row
+        slot = jnp.arange(p)[None, :]
+        pos = jnp.concatenate([jnp.maximum(slot - start, 0).astype(jnp.int32),
+                               jnp.zeros((b, t), jnp.int32)], axis=1)  # ALiBi reads these
+        cache = KVCache(jnp.concatenate([k, pad], axis=2), jnp.concatenate([v, pad], axis=2),
+                        pos)
+        see_prompt = jnp.broadcast_to((slot >= start)[:, None, :], (b, t, p))
+        mask = jnp.concatenate([see_prompt, tree_mask(ends)], axis=2)
+        logits, _ = forward(cfg, params, tokens, positions, mask,
+                            logits_at=jnp.maximum(logits_at, 0), cache=cache, cache_index=p)
+        firsts = jnp.take(first_logits, which, axis=0)
+        logits = jnp.where((logits_at < 0)[..., None], firsts[:, None, :], logits)
+        return read_pairs(logits, pair_at, pair_tok)
+
+    return sh.jit_with_shardings(counted(core, CoreKind.PROMPT, traces), in_shardings,
+                                 out_shardings)
+
+
 def build_core(cfg: ModelConfig, kind: CoreKind, traces: TraceCounter | None = None) -> Callable:
     """The unsharded jitted core of ``kind``."""
     if kind == CoreKind.PREFILL:
         return make_prefill_core(cfg, traces=traces)
     if kind == CoreKind.CACHED:
         return make_cached_core(cfg, traces=traces)
+    if kind == CoreKind.PROMPT:
+        return make_prompt_core(cfg, traces=traces)
     return make_tree_core(cfg, full_head=kind == CoreKind.NAIVE, traces=traces)
 
 
@@ -131,8 +167,10 @@ def shared_core(cfg: ModelConfig, kind: CoreKind) -> Traced:
 
 def sharded_core(cfg: ModelConfig, mesh: Any, kind: CoreKind, *shape: int) -> Traced:
     """The core pinned to ``mesh``: parameters by their logical axes, rows over the batch axes
-    (data, fsdp), a prefix cache replicated over rows with kv heads over tensor. ``shape`` is
-    (P,) for a prefill, else (B, T, M, N) and, for a cached core, P."""
+    (data, fsdp), a prefix cache replicated over rows with kv heads over tensor (a prompt core's
+    per-row caches and first logits over the batch axes, as the sampler places them). ``shape``
+    is (P,) for a prefill, else (B, T, M, N) and, for a cached core, P; for a prompt core, the
+    group's slots S and P."""
     traces = TraceCounter()
     ps, rep = sh.param_shardings(cfg, mesh), sh.replicated(mesh)
     if kind == CoreKind.PREFILL:
@@ -147,6 +185,12 @@ def sharded_core(cfg: ModelConfig, mesh: Any, kind: CoreKind, *shape: int) -> Tr
         cache = sh.cache_shardings(cfg, mesh, 1, shape[4])
         fn = make_cached_core(cfg, in_shardings=(ps, cache, rep) + rows, out_shardings=(bn, bn),
                               traces=traces)
+    elif kind == CoreKind.PROMPT:
+        slots, p = shape[4], shape[5]
+        group = (sh.cache_shardings(cfg, mesh, slots, p), sh.batch_sharding(mesh, (slots,)),
+                 sh.vocab_rows_sharding(mesh, (slots, cfg.vocab_size)))
+        fn = make_prompt_core(cfg, in_shardings=(ps,) + group + (sh.batch_sharding(mesh, (b,)),)
+                              + rows, out_shardings=(bn, bn), traces=traces)
     else:
         fn = make_tree_core(cfg, full_head=kind == CoreKind.NAIVE, in_shardings=(ps,) + rows,
                             out_shardings=(bn, bn), traces=traces)
@@ -165,14 +209,17 @@ def abstract_inputs(cfg: ModelConfig, key: tuple) -> tuple:
     if kind == CoreKind.PREFILL:
         return arr(1, t), arr()
     rows = (arr(b, t), arr(b, t), arr(b, t), arr(b, m), arr(b, n), arr(b, n))
-    if kind == CoreKind.CACHED:
-        p = s - t
-        kv = jax.ShapeDtypeStruct((cfg.num_layers, 1, p, cfg.num_kv_heads, cfg.head_dim),
+    if kind in (CoreKind.CACHED, CoreKind.PROMPT):
+        p, c = s - t, (1 if kind == CoreKind.CACHED else b)
+        kv = jax.ShapeDtypeStruct((cfg.num_layers, c, p, cfg.num_kv_heads, cfg.head_dim),
                                   cfg.jnp_dtype)
-        return (KVCache(kv, kv, arr(1, p)), arr()) + rows
+        if kind == CoreKind.CACHED:
+            return (KVCache(kv, kv, arr(1, p)), arr()) + rows
+        firsts = jax.ShapeDtypeStruct((b, cfg.vocab_size), jnp.float32)  # a group of B slots
+        return (KVCache(kv, kv, arr(b, p)), arr(b), firsts, arr(b)) + rows
     return rows
 
 
 __all__ = ["CoreKind", "tree_mask", "read_pairs", "make_tree_core", "make_prefill_core",
-           "make_cached_core", "build_core", "shared_core", "sharded_core",
+           "make_cached_core", "make_prompt_core", "build_core", "shared_core", "sharded_core",
            "abstract_inputs"]

@@ -31,7 +31,7 @@ class Item:
     """One request's part of a row: token ids below the row's prefix, and where results go."""
 
     req: int
-    prompt: tuple[int, ...]  # tokens after the shared prefix (non-empty)
+    prompt: tuple[int, ...]  # tokens after the shared prefix (empty: all in a prompt cache)
     options: tuple[tuple[int, ...], ...]
     option_index: tuple[int, ...]  # which continuation each entry of ``options`` is
     label_ids: tuple[int, ...]  # flat (bare, space) ids read at the prompt's last node; may be ()

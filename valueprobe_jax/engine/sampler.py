@@ -1,17 +1,19 @@
 """The ``Sampler``: the host side of text generation for the *text* method (the gemma way: the
 sampler owns the decode loop and its cache; the model knows nothing about prompts or samples).
 
-It tokenizes prompts, prefills each once in its length bucket in power-of-two batches (so jit
-compiles once per (bucket, batch size) and no padding prompt is ever run), runs the jitted decode
-loop of ``decode_loop.py`` on up to ``max_prompts`` prompts (shortest first) at a time, and turns
-the loop's arrays into ``Generation`` records. Prompt-length buckets: powers of two and 1.5x
+It tokenizes prompts (``encode``), prefills each once in its length bucket in power-of-two
+batches (so jit compiles once per (bucket, batch size) and no padding prompt is ever run), runs
+the jitted decode loop of ``decode_loop.py`` on up to ``max_prompts`` prompts (shortest first) at
+a time, and turns the loop's arrays into ``Generation`` records. ``generate`` does it all;
+``prefill_groups`` and ``decode`` are its two halves, for a caller that reads the prefilled
+caches too (``shared_prefill``: the scorer scores the same prompts from them). Prompt-length buckets: powers of two and 1.5x
 powers of two from 16 up.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +52,8 @@ class Generation:
 @dataclasses.dataclass
 class SamplerStats:
     """What one ``generate`` call did (for benchmarks and tests): every prompt is prefilled once
-    (``prefill_rows`` prompts in ``prefill_calls`` calls); ``decode_calls`` decode loops ran on
+    (``prefill_rows`` prompts in ``prefill_calls`` calls, ``prefill_tokens`` token slots with
+    their bucket padding); ``decode_calls`` decode loops ran on
     ``decode_rows`` rows in total for ``live_rows`` real samples. ``decode_steps`` counts sampling
     steps (the first token, drawn from the prefill logits, then one per loop iteration);
     ``row_steps`` the tokens fed through the model (rows busy with a live sample, summed over
@@ -59,6 +62,7 @@ class SamplerStats:
     prompts: int = 0
     prefill_calls: int = 0
     prefill_rows: int = 0
+    prefill_tokens: int = 0
     decode_calls: int = 0
     decode_rows: int = 0
     live_rows: int = 0
@@ -66,6 +70,25 @@ class SamplerStats:
     row_steps: int = 0
     tokens: int = 0
     compiles: int = 0  # jit traces (= XLA compiles) this call caused
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefilledGroup:
+    """The prompts of one decode call after their prefill (``Sampler.prefill_groups``).
+
+    ``index``: each prompt's place in the caller's list (shortest first); ``first_logits``
+    [slots, V]: next-token logits after each prompt; ``cache``: the prompts' keys/values
+    left-padded to ``length`` slots (a prompt of n tokens in slots length-n .. length-1 at
+    positions 0..n-1; ``cache.pos`` is unused); rows past ``len(index)`` are zero padding.
+    """
+
+    index: tuple[int, ...]
+    keys: tuple[str, ...]
+    tokens: tuple[tuple[int, ...], ...]
+    slots: int
+    length: int
+    first_logits: Any
+    cache: KVCache
 
 
 def prompt_bucket(n: int) -> int:
@@ -171,8 +194,7 @@ class Sampler:
         return sh.batch_sharding(self.mesh, shape)
 
     def _vocab_rows(self, b: int) -> Any:
-        return jax.sharding.NamedSharding(self.mesh, sh.logical_to_pspec(
-            ("batch", "vocab"), (b, self.cfg.vocab_size), self.mesh)[0])
+        return sh.vocab_rows_sharding(self.mesh, (b, self.cfg.vocab_size))
 
     def _prompt_cache(self, prompts: int, p: int) -> Any:
         return sh.cache_shardings(self.cfg, self.mesh, prompts, p)
@@ -214,64 +236,86 @@ class Sampler:
         depends only on (sp.seed, its key, i) and the model, never on batching.
         """
         sp.validate()
+        results: list[list[Generation]] = [[] for _ in prompts]
+        for group in self.prefill_groups(self.encode(prompts, keys, sp.max_new_tokens), keys):
+            for i, gens in zip(group.index, self.decode(group, sp)):
+                results[i] = gens
+        return results
+
+    def encode(self, prompts: Sequence[str], keys: Sequence[str],
+               max_new_tokens: int = 0) -> list[tuple[int, ...]]:
+        """The prompts' token ids as this sampler prefills them (checked: none empty, each with
+        room for ``max_new_tokens`` within the model's positions)."""
         if len(keys) != len(prompts):
             raise InputError(f"keys: need one key per prompt ({len(prompts)}), got {len(keys)}")
-        token_lists = [self.tokenizer.encode(p, add_special_tokens=self.add_special_tokens)
+        token_lists = [tuple(self.tokenizer.encode(p, add_special_tokens=self.add_special_tokens))
                        for p in prompts]
         for i, t in enumerate(token_lists):
             if not t:
                 raise InputError(f"prompt {i} ({keys[i]!r}): is empty after tokenization")
-            if len(t) + sp.max_new_tokens > self.cfg.max_position_embeddings:
-                raise InputError(f"prompt {keys[i]!r}: {len(t)} tokens + {sp.max_new_tokens} new "
+            if len(t) + max_new_tokens > self.cfg.max_position_embeddings:
+                raise InputError(f"prompt {keys[i]!r}: {len(t)} tokens + {max_new_tokens} new "
                                  f"exceed the model's {self.cfg.max_position_embeddings} positions")
-        results: list[list[Generation | None]] = [[None] * sp.num_samples for _ in prompts]
-        self.last_stats = SamplerStats(prompts=len(prompts))
-        before = self.traces.total
-        order = sorted(range(len(prompts)), key=lambda i: len(token_lists[i]))
-        for c in range(0, len(order), self.max_prompts):
-            self._run_group(order[c:c + self.max_prompts], token_lists, keys, sp, results)
-        self.last_stats.compiles = self.traces.total - before
-        return results  # type: ignore[return-value]
+        return token_lists
 
-    def _run_group(self, group: list[int], token_lists: list[list[int]],
-                   keys: Sequence[str], sp: SamplingParams,
-                   results: list[list[Generation | None]]) -> None:
-        """One decode call for up to ``max_prompts`` prompts (shortest first), all their samples
-        sharing the rows of one continuous-batching loop."""
-        n = sp.num_samples
+    def prefill_groups(self, token_lists: Sequence[tuple[int, ...]],
+                       keys: Sequence[str]) -> Iterator[PrefilledGroup]:
+        """The prompts (ids from ``encode``) in decode calls of up to ``max_prompts``, shortest
+        first, each prefilled when the iterator reaches it (one group's cache alive at a time).
+        Starts a new ``last_stats``; ``decode`` of each group adds to it."""
+        self.last_stats = SamplerStats(prompts=len(token_lists))
+        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        for c in range(0, len(order), self.max_prompts):
+            group = tuple(order[c:c + self.max_prompts])
+            toks = tuple(token_lists[i] for i in group)
+            slots = 1 << (len(group) - 1).bit_length()  # prompts in the decode call
+            p = prompt_bucket(max(map(len, toks)))
+            before = self.traces.total
+            first_logits, cache = self._prefill_group(toks, slots, p)
+            self.last_stats.compiles += self.traces.total - before
+            yield PrefilledGroup(group, tuple(keys[i] for i in group), toks, slots, p,
+                                 first_logits, cache)
+
+    def decode(self, group: PrefilledGroup, sp: SamplingParams) -> list[list[Generation]]:
+        """One decode call on a prefilled group, all samples of its prompts sharing the rows of
+        one continuous-batching loop; generations in the group's prompt order."""
+        sp.validate()
+        longest = max(map(len, group.tokens))
+        if longest + sp.max_new_tokens > self.cfg.max_position_embeddings:
+            raise InputError(f"decode: a prompt of {longest} tokens + {sp.max_new_tokens} new "
+                             f"exceed the model's {self.cfg.max_position_embeddings} positions")
+        n, slots, p = sp.num_samples, group.slots, group.length
         scalars = (np.uint32(sp.seed), np.float32(sp.temperature), np.int32(sp.top_k),
                    np.float32(sp.top_p))
-        slots = 1 << (len(group) - 1).bit_length()  # prompts in the decode call
         rows = min(self.max_batch, slots * n)
-        p = prompt_bucket(max(len(token_lists[i]) for i in group))
         lens = np.zeros((slots,), np.int32)
         hashes = np.zeros((slots,), np.uint32)
         live = np.zeros((slots,), bool)
-        for j, i in enumerate(group):
-            lens[j], hashes[j], live[j] = len(token_lists[i]), stable_hash(keys[i]), True
-        first_logits, cache = self._prefill_group([token_lists[i] for i in group], slots, p)
+        for j, (t, key) in enumerate(zip(group.tokens, group.keys)):
+            lens[j], hashes[j], live[j] = len(t), stable_hash(key), True
         extra: tuple[Any, ...] = ()
         if sp.processing == "paper":  # the prompts' ids, left-padded as prefilled
             ids = np.zeros((slots, p), np.int32)
-            for j, i in enumerate(group):
-                ids[j, p - len(token_lists[i]):] = token_lists[i]
+            for j, t in enumerate(group.tokens):
+                ids[j, p - len(t):] = t
             extra = (PaperInputs(ids, PaperSettings.of(sp)),)
+        before = self.traces.total
         out = self._decode_fn(sp.max_new_tokens, n, rows, slots, p, sp.processing).run(
-            self.traces, "decode", self.params, cache, first_logits, lens, hashes, live,
-            *scalars, *self._stop_table, *extra)
+            self.traces, "decode", self.params, group.cache, group.first_logits, lens, hashes,
+            live, *scalars, *self._stop_table, *extra)
         out = jax.device_get(out)
         st = self.last_stats
+        st.compiles += self.traces.total - before
         st.decode_calls += 1
         st.decode_rows += rows
-        st.live_rows += len(group) * n
+        st.live_rows += len(group.index) * n
         st.decode_steps += int(out["steps"]) + 1
         st.row_steps += int(out["row_steps"])
         st.tokens += int(out["n_tokens"].sum())
-        for j, i in enumerate(group):
-            for s_ in range(n):
-                results[i][s_] = self._to_generation(out, j * n + s_)
+        return [[self._to_generation(out, j * n + s_) for s_ in range(n)]
+                for j in range(len(group.index))]
 
-    def _prefill_group(self, group: list[list[int]], slots: int,
+    def _prefill_group(self, group: Sequence[tuple[int, ...]], slots: int,
                        p: int) -> tuple[Any, KVCache]:
         """Prefill the prompts of one decode call, by length bucket in power-of-two batches (no
         padding prompts are run, no prompt is padded beyond its own bucket), then lay their
@@ -299,6 +343,7 @@ class Sampler:
                 start += size
                 st.prefill_calls += 1
                 st.prefill_rows += size
+                st.prefill_tokens += size * b
         if slots > len(group):
             pad = slots - len(group)
             logits.append(jnp.zeros((pad,) + logits[0].shape[1:], logits[0].dtype))
@@ -325,4 +370,4 @@ class Sampler:
         return Generation(text=text, token_ids=ids, finish_reason=FINISH_REASONS[code], logprobs=lps)
 
 
-__all__ = ["Generation", "SamplerStats", "Sampler", "prompt_bucket", "power_of_two_parts"]
+__all__ = ["Generation", "SamplerStats", "PrefilledGroup", "Sampler", "prompt_bucket", "power_of_two_parts"]

@@ -37,6 +37,7 @@ from valueprobe_jax.engine.flops import flops_estimate
 from valueprobe_jax.engine.packing import Item, Row, common_prefix, pack
 from valueprobe_jax.engine.ratings import RatingResult, rate
 from valueprobe_jax.engine.labels import LOOKUPS
+from valueprobe_jax.engine.sampler import PrefilledGroup, power_of_two_parts
 from valueprobe_jax.engine.requests import (BOUNDARIES, Encoded, ScoreRequest, ScoreResult,
                                             ScoreStats, encode_request)
 from valueprobe_jax.engine.traces import TraceCounter, Traced
@@ -163,6 +164,52 @@ class Scorer:
         outputs = self._run(calls)
         self.stats.compiles += self.traces.total - before
         return self._collect(encoded, calls, outputs)
+
+    def score_prefilled(self, encoded: Sequence[Encoded], group: PrefilledGroup
+                        ) -> list[ScoreResult]:
+        """``score`` of the prompts of a ``Sampler`` group from its prefill (the shared-prefill
+        path: no prompt token runs again). ``encoded[j]`` is the group's prompt j (same ids);
+        label logits are read from the group's next-token logits, each prompt's options run as
+        one row (a prefix tree) on top of that prompt's cache. Rows are sorted by tree size and
+        run in power-of-two batches (no padding row; each batch padded to its own longest)."""
+        encoded = list(encoded)
+        if len(encoded) != len(group.index):
+            raise InputError(f"score_prefilled: {len(encoded)} requests for a group of "
+                             f"{len(group.index)} prompts")
+        rows = []
+        for j, (e, ids) in enumerate(zip(encoded, group.tokens)):
+            if e.prompt != tuple(ids):
+                raise InputError(f"request {e.key!r}: its prompt ids differ from the ids the "
+                                 f"sampler prefilled")
+            longest = len(e.prompt) + max(map(len, e.options), default=0)
+            if longest > self.cfg.max_position_embeddings:
+                raise InputError(f"request {e.key!r}: {longest} tokens exceed the model's "
+                                 f"{self.cfg.max_position_embeddings} positions")
+            row = Row()
+            row.add(Item(j, (), e.options, tuple(range(len(e.options))),
+                         tuple(e.label_ids.ravel())))
+            rows.append(lay_out(row, len(e.prompt)))
+        lengths = np.zeros((group.slots,), np.int32)
+        lengths[:len(encoded)] = [len(e.prompt) for e in encoded]
+        order = sorted(range(len(rows)), key=lambda j: len(rows[j].tokens))
+        before = self.traces.total
+        calls, pending, start = [], [], 0
+        for size in power_of_two_parts(len(order)):  # the most rows take the smallest trees
+            which = np.asarray(order[start:start + size], np.int32)
+            start += size
+            call = Call([rows[j] for j in which], self._bucket(max(len(rows[j].tokens)
+                                                                   for j in which)))
+            a = call.arrays()
+            b, t = a["tokens"].shape
+            m, n = a["logits_at"].shape[1], a["pair_at"].shape[1]
+            core = self._core(CoreKind.PROMPT, b, t, m, n, group.slots, group.length)
+            pending.append(self._call(core, CoreKind.PROMPT, group.cache, lengths,
+                                      group.first_logits, which, a["tokens"], a["positions"],
+                                      a["ends"], a["logits_at"], a["pair_at"], a["pair_tok"]))
+            self._count(call, a, CoreKind.PROMPT, group.length + t, m)
+            calls.append(call)
+        self.stats.compiles += self.traces.total - before
+        return self._collect(encoded, calls, jax.device_get(pending))
 
     def rate(self, prompts: Sequence[tuple[str, str]] | Mapping[str, str],
              strategy: str = "packed") -> list[RatingResult]:
@@ -333,17 +380,23 @@ class Scorer:
                 kind = CoreKind.NAIVE if c.full_head else CoreKind.TREE
                 out = self._call(self._core(kind, b, t, m, n), kind, *rows)
                 keys = t
-            head = t if c.full_head else m
-            st = self.stats
-            st.calls += 1
-            st.rows += b
-            st.tokens_processed += b * t
-            st.tokens_real += sum(len(r.tokens) for r in c.rows)
-            st.head_positions += b * head
-            st.flops += flops_estimate(self.cfg, b, t, keys, head)
-            st.add_call((kind, b, t, keys, m, n))
+            self._count(c, a, kind, keys, t if c.full_head else m)
             pending.append(out)
         return jax.device_get(pending)
+
+    def _count(self, c: Call, a: dict[str, np.ndarray], kind: CoreKind, keys: int,
+               head: int) -> None:
+        """Add one call of ``c`` (its ``arrays()``: ``a``) to ``stats`` (``keys``: attended
+        slots per row, ``head``: LM-head positions per row)."""
+        b, t = a["tokens"].shape
+        st = self.stats
+        st.calls += 1
+        st.rows += b
+        st.tokens_processed += b * t
+        st.tokens_real += sum(len(r.tokens) for r in c.rows)
+        st.head_positions += b * head
+        st.flops += flops_estimate(self.cfg, b, t, keys, head)
+        st.add_call((kind, b, t, keys, a["logits_at"].shape[1], a["pair_at"].shape[1]))
 
     def _collect(self, enc: list[Encoded], calls: list[Call],
                  outputs: list[tuple[np.ndarray, np.ndarray]]) -> list[ScoreResult]:

@@ -69,7 +69,7 @@ def base_config(experiment: str, model: str, procedure: Procedure | str = "ours"
     c.model = ml_collections.ConfigDict()
     c.model.name = model  # registry name or a local checkpoint directory
     c.model.dtype = "float32"
-    c.model.strategy = "auto"  # auto (prefix_cache for a long shared prefix, else packed) | naive | padded | packed | prefix_cache
+    c.model.strategy = "auto"  # auto (shared_prefill with the text method; else prefix_cache for a long shared prefix, else packed) | shared_prefill | naive | padded | packed | prefix_cache
 
     c.probe = ml_collections.ConfigDict()
     c.probe.styles = list(STYLES)

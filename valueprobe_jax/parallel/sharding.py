@@ -321,6 +321,12 @@ def logits_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:
     return NamedSharding(mesh, spec)
 
 
+def vocab_rows_sharding(mesh: Mesh, shape: Sequence[int]) -> NamedSharding:
+    """[B, vocab] next-token logits: batch over (data, fsdp), vocab over tensor (where divisible)."""
+    spec, _ = logical_to_pspec(("batch", "vocab"), shape, mesh)
+    return NamedSharding(mesh, spec)
+
+
 # ----------------------------------------------------------------------------- jit
 
 def jit_sharded(fn: Callable, mesh: Mesh | None, *, in_shardings: Any = None,
@@ -351,4 +357,4 @@ __all__ = ["jit_with_shardings", "MESH_AXES", "LOGICAL_RULES", "CACHE_AXES", "Fa
            "mesh_shape", "mesh_spec_str", "logical_to_pspec", "param_pspecs", "param_shardings",
            "sharding_fallbacks", "logical_axes_of", "shard_params", "abstract_params", "replicated",
            "batch_pspec", "batch_sharding", "batch_shardings", "shard_batch", "cache_pspecs",
-           "cache_shardings", "logits_sharding", "jit_sharded"]
+           "cache_shardings", "logits_sharding", "vocab_rows_sharding", "jit_sharded"]

@@ -30,11 +30,17 @@ from valueprobe_jax.data.questions import Question
 from valueprobe_jax.data.scenarios import Scenario
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.engine import STRATEGIES, Sampler, SamplingParams, Scorer, ScoreRequest
+from valueprobe_jax.engine.shared_prefill import (SHARED_PREFILL, same_prompt_ids,
+                                                  score_and_generate)
 from valueprobe_jax.probing.prompts import (Prompt, build_prompt, chat_template_kwargs,
                                             option_continuations, parse_date, render)
 from valueprobe_jax.probing.work import probe_cells
 from valueprobe_jax.vocabulary import (METHODS, PARSE_MODES, Method, ParseMode, Style, Variant,
                                      check_choice, check_choices)
+
+
+# the scorer's strategies, and shared_prefill: one prefill per prompt for all three methods
+PROBE_STRATEGIES: tuple[str, ...] = ("auto", SHARED_PREFILL) + STRATEGIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +56,9 @@ class ProbeSettings:
     seed: int = 0
     shuffle_seed: int = 0
     parse_mode: ParseMode = "label_aware"  # or "paper" (the released code's rules)
-    strategy: str = "auto"  # "auto": prefix_cache when the prompts share a long prefix, else packed
+    # "auto": shared_prefill when the text method is on, else prefix_cache when the prompts
+    # share a long prefix, else packed (ProbeEngine.probe_strategy)
+    strategy: str = "auto"
     rating_max_new_tokens: int = 20
     rating_samples: int = 1
     rating_temperature: float = 0.0
@@ -64,7 +72,7 @@ class ProbeSettings:
 
     def __post_init__(self) -> None:
         check_choices("methods", self.methods, METHODS)
-        check_choice("strategy", self.strategy, ("auto",) + STRATEGIES)
+        check_choice("strategy", self.strategy, PROBE_STRATEGIES)
         check_choice("parse mode", self.parse_mode, PARSE_MODES)
         check_choice("label lookup", self.label_lookup, LOOKUPS)
         check_choice("boundary", self.boundary, BOUNDARIES)
@@ -223,6 +231,7 @@ class ProbeEngine:
                              boundary=self.engine_options.boundary)
         self._sampler: Sampler | None = None  # the text method's
         self._samplers: dict[tuple[tuple[int, ...], bool], Sampler] = {}  # other stop sets
+        self.last_strategy: str | None = None  # how the last ``probe`` scored (for logs, tests)
 
     @staticmethod
     def _stops(spec: SamplingSpec) -> tuple[tuple[int, ...], bool]:
@@ -256,10 +265,11 @@ class ProbeEngine:
     # ------------------------------------------------------------------ value probes
 
     def pick_strategy(self, prompts: Sequence[str]) -> str:
-        """The configured strategy; for "auto", prefix_cache when some prompts share a prefix of
-        at least the scorer's ``min_prefix`` tokens (system instruction, one-shot example, chat
-        template header — the scorer groups prompts by shared prefix itself), packed otherwise."""
-        if self.settings.strategy != "auto":
+        """The scorer's strategy: the configured one; for "auto" (and for shared_prefill's
+        fallback), prefix_cache when some prompts share a prefix of at least the scorer's
+        ``min_prefix`` tokens (system instruction, one-shot example, chat template header — the
+        scorer groups prompts by shared prefix itself), packed otherwise."""
+        if self.settings.strategy in STRATEGIES:
             return self.settings.strategy
         ordered = sorted(prompts)
         tok = self.model.tokenizer
@@ -268,6 +278,14 @@ class ProbeEngine:
             if len(tok.encode(shared, add_special_tokens=False)) - 1 >= self.scorer.min_prefix:
                 return "prefix_cache"
         return "packed"
+
+    @property
+    def shares_prefill(self) -> bool:
+        """Whether ``probe`` scores from the sampler's prefill (``engine.shared_prefill``):
+        strategy shared_prefill, or "auto" with the text method on (its prompts are prefilled
+        for sampling anyway, so token and seq cost no prompt tokens of their own)."""
+        s = self.settings
+        return s.strategy == SHARED_PREFILL or (s.strategy == "auto" and "text" in s.methods)
 
     def render(self, prompt: Prompt) -> tuple[str, list[str]]:
         """Generation-ready text and the per-option continuations the seq method scores."""
@@ -287,18 +305,24 @@ class ProbeEngine:
             return []
         rendered = [self.render(r.prompt) for r in requests]
         self.scorer.forget_prefixes()  # a call's numbers must not depend on earlier calls
-        scored = None
+        texts = [t for t, _ in rendered]
+        # sample keys name the prompt, not the experiment: the same prompt gets the same
+        # samples in every sweep that contains it
+        keys = [r.prompt.key for r in requests]
+        sp = self.text_sampling.params() if "text" in s.methods else None
+        scored = generations = None
         if "token" in s.methods or "seq" in s.methods:
             reqs = [ScoreRequest(r.key, text, conts, list(r.prompt.labels))
                     for r, (text, conts) in zip(requests, rendered)]
-            scored = self.scorer.score(reqs, strategy=self.pick_strategy([t for t, _ in rendered]))
-        generations = None
-        if "text" in s.methods:
-            sp = self.text_sampling.params()
-            # sample keys name the prompt, not the experiment: the same prompt gets the same
-            # samples in every sweep that contains it
-            generations = self.sampler.generate([t for t, _ in rendered],
-                                                [r.prompt.key for r in requests], sp)
+            shared = self._score_shared(reqs, keys, sp) if self.shares_prefill else None
+            if shared is not None:
+                self.last_strategy = SHARED_PREFILL
+                scored, generations = shared
+            else:
+                self.last_strategy = self.pick_strategy(texts)
+                scored = self.scorer.score(reqs, strategy=self.last_strategy)
+        if sp is not None and generations is None:
+            generations = self.sampler.generate(texts, keys, sp)
         rows = []
         for i, r in enumerate(requests):
             p = r.prompt
@@ -334,6 +358,16 @@ class ProbeEngine:
                            p_text=representations.p_text(parsed, k).tolist())
             rows.append(row)
         return rows
+
+    def _score_shared(self, reqs: list[ScoreRequest], keys: list[str],
+                      sp: SamplingParams | None) -> tuple[list, list | None] | None:
+        """Scores (and samples, with ``sp``) from one prefill per prompt; None where the
+        scorer's prompt ids differ from the sampler's (a BOS rule), to score apart instead."""
+        encoded = self.scorer.encode(reqs)
+        ids = self.sampler.encode([r.prompt for r in reqs], keys, sp.max_new_tokens if sp else 0)
+        if not same_prompt_ids(encoded, ids):
+            return None
+        return score_and_generate(self.scorer, self.sampler, encoded, ids, keys, sp)
 
     def probe_in_chunks(self, requests: Sequence[ProbeRequest], *, chunk_size: int = 32,
                         progress: bool = True) -> list[dict[str, Any]]:

@@ -16,15 +16,7 @@ import numpy as np
 
 from valueprobe_jax.engine import ScoreRequest, ScoreResult
 from valueprobe_jax.errors import InputError
-from valueprobe_jax.models import checkpoints
-
-
-def hf_checkpoint(name: str) -> str:
-    """The GGUF file or HF directory that transformers can load for ``name``."""
-    if os.path.exists(name):
-        return str(name)
-    path = checkpoints.packaged_gguf(name) or checkpoints.resolve(name)
-    return str(path)
+from valueprobe_jax.models.hf_export import hf_checkpoint
 
 
 def run_hf_reference(model: Any, model_name: str, requests: Sequence[ScoreRequest], *,
@@ -34,7 +26,7 @@ def run_hf_reference(model: Any, model_name: str, requests: Sequence[ScoreReques
     requests; returns its JSON output."""
     with tempfile.TemporaryDirectory(prefix="vp-hf-") as d:
         model.tokenizer.save_pretrained(os.path.join(d, "tokenizer"))
-        job = {"model": hf_checkpoint(model_name), "tokenizer": os.path.join(d, "tokenizer"),
+        job = {"model": str(hf_checkpoint(model_name)), "tokenizer": os.path.join(d, "tokenizer"),
                "requests": [dataclasses.asdict(r) | {"continuations": list(r.continuations),
                                                      "labels": list(r.labels)}
                             for r in requests],
@@ -59,4 +51,4 @@ def as_results(scores: list[dict]) -> list[ScoreResult]:
                         r["n_prompt_tokens"], r["boundary_split"]) for r in scores]
 
 
-__all__ = ["hf_checkpoint", "run_hf_reference", "as_results"]
+__all__ = ["run_hf_reference", "as_results"]

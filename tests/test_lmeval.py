@@ -12,7 +12,8 @@ import os
 import pytest
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[lmeval]')")
-torch = pytest.importorskip("torch", reason="lm-eval's HF backend (the reference) needs torch")
+torch = pytest.importorskip("torch", reason="lm-eval's HF backend (the reference) needs torch "
+                            "(pip install -e '.[bench]')")
 transformers = pytest.importorskip("transformers")
 
 from valueprobe_jax.models import checkpoints  # noqa: E402

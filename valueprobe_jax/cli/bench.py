@@ -3,7 +3,8 @@ WVS prompts, and ours against two PyTorch peers, each in its own process: the pa
 procedure (scoring and generation) and lm-evaluation-harness's HF backend (seq-method scoring at
 its best batch size). The peers need the [bench] extra: pip install -e '.[bench]'.
 
-Example (about 10 minutes on a quiet 2-core CPU with SmolLM2):
+Example (about 10 minutes on a quiet 2-core CPU with SmolLM2 before the lm-eval peer, which
+times three batch sizes; under a load of 7 on 2 cores the whole run took about 50 minutes):
     valueprobe bench --model smollm2-135m-instruct --questions 8 --plot bench.png
 """
 

@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+BENCH = ["torch==2.13.0", "accelerate>=1.0", "lm_eval==0.4.13"]
+
 setup(
     name="valueprobe_jax",
     version="0.1.0",
@@ -31,10 +33,13 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        # torch: CPU build for parity tests against transformers (pip install torch==2.13.0).
-        # lm_eval: tests/test_lmeval.py checks the backend against lm-eval's own HF backend in CI
-        # (it pulls no torch; the test extra already brings the CPU torch HFLM needs).
-        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0", "lm_eval==0.4.13"],
+        # `valueprobe bench`'s PyTorch peers, each run in its own process: the paper's procedure
+        # in transformers (torch) and lm-eval's HF backend (HFLM: torch, accelerate, lm_eval).
+        # torch: the CPU build (pip install torch==2.13.0); pins in constraints.txt.
+        "bench": BENCH,
+        # the test extra covers the bench's peers: parity tests against transformers, and
+        # tests/test_lmeval.py / test_bench_lmeval.py against lm-eval's own HF backend in CI
+        "test": ["pytest>=8", *BENCH],
         # `valueprobe lm-eval ...` / `--model valueprobe`: any lm-evaluation-harness task on our
         # engine (valueprobe_jax/lmeval; torch-free).
         "lmeval": ["lm_eval==0.4.13"],

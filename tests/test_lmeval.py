@@ -3,8 +3,8 @@ packaged SmolLM2, on small local tasks written here (no dataset hub): same accur
 log-likelihoods within 2e-3 nats, same is_greedy flags, identical greedy generations, rolling
 log-likelihoods within 2e-3, and our numbers bit-identical at two batch sizes.
 
-HFLM needs a transformers checkpoint directory: built once per session from the same GGUF file
-(transformers dequantizes it; about a minute on a 2-core CPU)."""
+HFLM needs a transformers checkpoint directory: built from the same GGUF file (transformers
+dequantizes it; about a minute on a 2-core CPU) once, and cached beside its orbax conversion."""
 
 import json
 import os
@@ -12,7 +12,8 @@ import os
 import pytest
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[lmeval]')")
-torch = pytest.importorskip("torch", reason="lm-eval's HF backend (the reference) needs torch")
+torch = pytest.importorskip("torch", reason="lm-eval's HF backend (the reference) needs torch "
+                            "(pip install -e '.[bench]')")
 transformers = pytest.importorskip("transformers")
 
 from valueprobe_jax.models import checkpoints  # noqa: E402
@@ -112,12 +113,12 @@ def offline(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hf_dir(tmp_path_factory):
-    """SmolLM2 as a transformers checkpoint directory for HFLM, built from the packaged GGUF by
-    the bench's own converter."""
-    from valueprobe_jax.lmeval.bench import build_hf_dir
+def hf_dir():
+    """SmolLM2 as a transformers checkpoint directory for HFLM: the packaged GGUF converted by
+    the benches' own converter (``models.hf_export``; once, then cached)."""
+    from valueprobe_jax.models.hf_export import hf_model_dir
 
-    return build_hf_dir(tmp_path_factory.mktemp("smollm2_hf"))
+    return hf_model_dir("smollm2-135m-instruct")
 
 
 def _evaluate(model, model_args, task_dir, batch_size, **kw):

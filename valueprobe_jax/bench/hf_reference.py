@@ -6,12 +6,12 @@ position), then one full forward over prompt + option per option, summing the lo
 of the option tokens. Generation: ``model.generate(num_return_sequences=N)`` per prompt,
 temperature 1, no top-k / top-p.
 
-It runs as its own process (``python -m valueprobe_jax.bench.hf_reference IN.json OUT.json``) and never
-imports JAX: in one process, XLA's CPU worker threads and PyTorch's OpenMP threads compete for the
-cores, which slowed PyTorch by 10x and more on a 2-core machine. Input: {"model": path (GGUF
-file or HF directory), "tokenizer": directory, "requests": [{key, prompt, continuations,
-labels}], "generation": {"prompts": n, "samples": N, "max_new_tokens": m} or null,
-"threads": n}. Output: per-request numbers, the length of every forward, timings.
+It runs as its own process (``python -m valueprobe_jax.bench.hf_reference IN.json OUT.json``) and
+never runs JAX (``models.hf_export`` imports it, idle): in one process, XLA's CPU worker threads
+and PyTorch's OpenMP threads compete for the cores, which slowed PyTorch by 10x and more on a
+2-core machine. Input: {"model": path (GGUF file or HF directory), "tokenizer": directory,
+"requests": [{key, prompt, continuations, labels}], "generation": {"prompts": n, "samples": N,
+"max_new_tokens": m} or null, "threads": n}. Output: per-request numbers, the length of every forward, timings.
 """
 
 from __future__ import annotations
@@ -28,18 +28,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load(model_path: str) -> Any:
+    """The model in float32 from its transformers directory (a GGUF file is converted once by
+    ``models.hf_export``, the same directory lm-eval's backend reads in the bench)."""
     # torch and transformers are optional (the main job needs neither) and load only in this
     # subprocess, after HF_HUB_OFFLINE is set above
     import torch  # noqa: PLC0415
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    if model_path.endswith(".gguf"):
-        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(model_path),
-                                                     gguf_file=os.path.basename(model_path),
-                                                     dtype=torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    return model.eval()
+    from valueprobe_jax.models.hf_export import hf_model_dir  # noqa: PLC0415
+
+    return AutoModelForCausalLM.from_pretrained(hf_model_dir(model_path), dtype=torch.float32).eval()
 
 
 def _add_special(tokenizer: Any, text: str) -> bool:

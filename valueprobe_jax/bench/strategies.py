@@ -11,23 +11,28 @@ Two comparisons on the same rendered WVS prompts, in one process and one run:
    the label logits and one full forward per option; ``generate`` with ``num_return_sequences``)
    against ours (packed / prefix_cache scoring; ``engine.Sampler``), with speedups and achieved
    GFLOP/s against matmul peaks measured in the same run.
+3. lm-evaluation-harness's HF backend (HFLM) on the same seq-method token requests, at its best
+   of a few batch sizes: time per prompt, our speedup, and the largest option log-likelihood
+   difference.
 
 This module is the run; beside it: ``machine`` (CPU, load, matmul peak), ``memory`` (RSS
-monitor), ``xla_cost`` (XLA's cost analysis), ``hf_driver`` (the HF subprocess), ``table`` and
-``plot`` (output). Timings depend on the machine and on what else runs on it: the JSON records
+monitor), ``xla_cost`` (XLA's cost analysis), ``hf_driver`` (the PyTorch subprocesses:
+``hf_reference``, ``lmeval_peer``), ``table`` and ``plot`` (output). Timings depend on the machine and on what else runs on it: the JSON records
 the CPU model, core count and load average at the start and end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from valueprobe_jax.bench.hf_driver import as_results, run_hf_reference
+from valueprobe_jax.bench.hf_driver import (LMEVAL_BATCH_SIZES, as_results, run_hf_reference,
+                                            run_lmeval_peer)
 from valueprobe_jax.bench.machine import load_average, machine_info, matmul_peak_gflops
 from valueprobe_jax.bench.memory import RssMonitor, device_peak_bytes
 from valueprobe_jax.bench.xla_cost import xla_costs
@@ -106,16 +111,22 @@ def run_strategy(model: Any, requests: Sequence[ScoreRequest], strategy: str, *,
     return row, results
 
 
+def option_differences(a: Sequence[ScoreResult], b: Sequence[Sequence[float]]
+                       ) -> dict[str, float]:
+    """Largest absolute difference of option log-likelihoods, ours ``a`` against ``b`` (one list
+    per request, in order), in total and per continuation token."""
+    d = [np.abs(x.option_logprob - np.asarray(y, float)) for x, y in zip(a, b, strict=True)]
+    return {"option_logprob": float(max(v.max() for v in d)),
+            "option_logprob_per_token": float(max((v / x.option_ntokens).max()
+                                                  for v, x in zip(d, a)))}
+
+
 def max_differences(a: Sequence[ScoreResult], b: Sequence[ScoreResult]) -> dict[str, float]:
     """Largest absolute differences of token logits and option log-likelihoods (and per token)."""
     d_logit = max(max(np.abs(x.token_logits - y.token_logits).max(),
                       np.abs(x.token_logits_space - y.token_logits_space).max())
                   for x, y in zip(a, b))
-    d_ll = max(np.abs(x.option_logprob - y.option_logprob).max() for x, y in zip(a, b))
-    d_tok = max((np.abs(x.option_logprob - y.option_logprob) / x.option_ntokens).max()
-                for x, y in zip(a, b))
-    return {"token_logits": float(d_logit), "option_logprob": float(d_ll),
-            "option_logprob_per_token": float(d_tok)}
+    return {"token_logits": float(d_logit)} | option_differences(a, [y.option_logprob for y in b])
 
 def generation_flops(cfg: Any, n_prompt: int, lengths: Sequence[int]) -> float:
     """Useful FLOPs of sampling: one prefill of the prompt, then every generated token with
@@ -181,6 +192,9 @@ class BenchOptions:
     styles: tuple[str, ...] = ("default", "prefixed", "one_shot")
     data_dir: str | None = None
     hf: bool = True  # the HF-PyTorch reference (scoring and generation)
+    lmeval: bool = True  # lm-eval's HF backend on the seq-method requests
+    lmeval_batch_sizes: tuple[int, ...] = LMEVAL_BATCH_SIZES
+    torch_threads: int | None = None  # the PyTorch peers' threads (None: all cores)
     generation: bool = True
     generation_prompts: int = 24
     samples: int = 10
@@ -189,12 +203,32 @@ class BenchOptions:
     xla: bool = True
 
 
+# the PyTorch peers' packages (transformers is a main dependency): the [bench] extra
+PEER_PACKAGES = {"hf": ("torch",), "lmeval": ("torch", "accelerate", "lm_eval")}
+PEER_FLAGS = {"hf": "--no-hf", "lmeval": "--no-lmeval"}
+
+
+def check_peer_packages(opts: BenchOptions) -> None:
+    """One InputError naming every package the requested PyTorch peers lack (none imported)."""
+    wanted = [p for p in PEER_PACKAGES if getattr(opts, p)]
+    missing = sorted({m for p in wanted for m in PEER_PACKAGES[p]
+                      if importlib.util.find_spec(m) is None})
+    if missing:
+        skip = " ".join(PEER_FLAGS[p] for p in wanted
+                        if any(m in missing for m in PEER_PACKAGES[p]))
+        raise InputError(f"the PyTorch peers need {', '.join(missing)}: pip install -e '.[bench]' "
+                         f"(or skip them with {skip})")
+
+
 def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
     """Everything ``valueprobe bench`` reports, as one JSON-ready dict."""
     for s in opts.strategies:
         if s not in STRATEGIES:
             raise InputError(f"--strategies: unknown strategy {s!r} (choose from "
                              f"{', '.join(STRATEGIES)})")
+    if opts.lmeval and (not opts.lmeval_batch_sizes or min(opts.lmeval_batch_sizes) < 1):
+        raise InputError(f"--lmeval-batch-sizes {opts.lmeval_batch_sizes}: need sizes >= 1")
+    check_peer_packages(opts)
     result: dict[str, Any] = {"machine": machine_info(), "load_average_start": load_average(),
                               "model": opts.model, "strategy_names": list(opts.strategies)}
     model = load_model(opts.model)
@@ -232,6 +266,8 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
 
     if opts.hf:
         result["hf"] = _hf_part(opts, model, requests, rows, outs, log)
+    if opts.lmeval:
+        result["lmeval"] = _lmeval_part(opts, model, encoded, rows, outs, log)
     if opts.groups:
         log("group timings for the plot ...")
         result["groups"] = group_timings(model, prompts, opts.strategies)
@@ -260,7 +296,8 @@ def _hf_part(opts: BenchOptions, model: Any, requests: Sequence[ScoreRequest],
     gen = ({"prompts": n_gen, "samples": opts.samples, "max_new_tokens": opts.max_new_tokens}
            if opts.generation else None)
     log("HF-PyTorch reference (own process) ...")
-    ref = run_hf_reference(model, opts.model, requests, generation=gen)
+    ref = run_hf_reference(model, opts.model, requests, generation=gen,
+                           threads=opts.torch_threads)
     cfg = model.cfg
     hf: dict[str, Any] = {"torch": ref["torch"], "torch_threads": ref["threads"],
                           "matmul_peak_gflops_torch": ref["matmul_peak_gflops"]}
@@ -297,5 +334,29 @@ def _hf_part(opts: BenchOptions, model: Any, requests: Sequence[ScoreRequest],
     return hf
 
 
-__all__ = ["BenchOptions", "run_bench", "bench_prompts", "pick_questions", "run_strategy",
-           "max_differences", "generation_flops", "our_generate", "group_timings"]
+def _lmeval_part(opts: BenchOptions, model: Any, encoded: Sequence[Any],
+                 rows: dict[str, dict[str, Any]], outs: dict[str, list[ScoreResult]],
+                 log) -> dict[str, Any]:
+    """lm-eval's HFLM on our seq-method token requests: every batch size's time and difference
+    from ours, the best batch size, and our speedup against it."""
+    log(f"lm-eval HF backend (own process), batch sizes "
+        f"{', '.join(map(str, opts.lmeval_batch_sizes))} ...")
+    peer = run_lmeval_peer(model, opts.model, encoded, batch_sizes=opts.lmeval_batch_sizes,
+                           threads=opts.torch_threads)
+    ours = [s for s in ("packed", "prefix_cache") if s in rows] or list(rows)
+    n = len(encoded)
+    runs = [{"batch_size": r["batch_size"], "wall_s": r["seconds"], "s_per_prompt": r["seconds"] / n,
+             "diff_vs_ours": {s: option_differences(outs[s], r["option_logprob"]) for s in ours}}
+            for r in peer["runs"]]
+    best = min(runs, key=lambda r: r["wall_s"])
+    return {"lm_eval": peer["lm_eval"], "torch": peer["torch"], "torch_threads": peer["threads"],
+            "tokens": peer["tokens"], "runs": runs, "best_batch_size": best["batch_size"],
+            "wall_s": best["wall_s"], "s_per_prompt": best["s_per_prompt"],
+            "speedup": {s: best["wall_s"] / rows[s]["wall_s"] for s in ours},
+            "max_diff_option_logprob": max(d["option_logprob"] for r in runs
+                                           for d in r["diff_vs_ours"].values())}
+
+
+__all__ = ["BenchOptions", "run_bench", "check_peer_packages", "bench_prompts", "pick_questions",
+           "run_strategy", "option_differences", "max_differences", "generation_flops",
+           "our_generate", "group_timings"]

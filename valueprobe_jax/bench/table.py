@@ -28,6 +28,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"target {s}: tokens {t['tokens_vs_min']:.2f} x min (<= 1.2: "
                      f"{'yes' if t['tokens_ok'] else 'NO'}); speedup {t['speedup']:.2f} vs "
                      f"required {t['required_speedup']:.2f} ({'yes' if t['speed_ok'] else 'NO'})")
+    lines += _peer_rows(result)
     hf = result.get("hf")
     if hf:
         sc = hf["scoring"]
@@ -57,7 +58,44 @@ def format_table(result: dict[str, Any]) -> str:
                 lines.append(f"  ours: {st['decode_calls']} decode loop(s) on {st['decode_rows']} "
                              f"rows, {st['decode_steps']} steps, {st['row_steps']} tokens fed "
                              f"for {st['tokens']} generated; {st['prefill_calls']} prefill calls")
+    lm = result.get("lmeval")
+    if lm:
+        lines.append(f"lm-eval HF backend (lm_eval {lm['lm_eval']}, torch {lm['torch']}, "
+                     f"{lm['torch_threads']} threads, {lm['tokens']} tokens through the model): "
+                     + ", ".join(f"batch {r['batch_size']} {1e3 * r['s_per_prompt']:.1f}"
+                                 for r in lm["runs"])
+                     + f" ms/prompt; best batch {lm['best_batch_size']}")
+        for r in lm["runs"]:
+            for s, d in r["diff_vs_ours"].items():
+                lines.append(f"  batch {r['batch_size']}: max |ours({s}) - lm-eval| option "
+                             f"log-lik {d['option_logprob']:.2e} "
+                             f"({d['option_logprob_per_token']:.2e} per token)")
     return "\n".join(lines)
+
+
+def _peer_rows(result: dict[str, Any]) -> list[str]:
+    """Scoring time per prompt of ours beside the PyTorch peers that ran, with our speedup over
+    each and the largest option log-likelihood difference from ours."""
+    hf, lm = result.get("hf"), result.get("lmeval")
+    if not (hf or lm):
+        return []
+    ours = hf["scoring"]["speedup"] if hf else lm["speedup"]  # keyed by our strategies
+    head = f"{'scoring, same prompts':<44}{'ms/prompt':>10}  {'ours faster':<30}{'max |d loglik|':>14}"
+    rows = ["", head, "-" * len(head)]
+    for s in ours:
+        rows.append(f"{'ours, ' + s:<44}{1e3 * result['strategies'][s]['s_per_prompt']:>10.1f}")
+    peers = []
+    if hf:
+        sc = hf["scoring"]
+        peers.append(("the paper's procedure (HF batch 1)", sc["s_per_prompt"], sc["speedup"],
+                      max(d["option_logprob"] for d in sc["diff_vs_ours"].values())))
+    if lm:
+        peers.append((f"lm-eval {lm['lm_eval']} HFLM (batch {lm['best_batch_size']}, its best)",
+                      lm["s_per_prompt"], lm["speedup"], lm["max_diff_option_logprob"]))
+    for name, spp, speedup, diff in peers:
+        fast = ", ".join(f"{s} {v:.2f}x" for s, v in speedup.items())
+        rows.append(f"{name:<44}{1e3 * spp:>10.1f}  {fast:<30}{diff:>14.1e}")
+    return rows + [""]
 
 
 __all__ = ["format_table"]

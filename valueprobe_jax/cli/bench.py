@@ -1,7 +1,10 @@
 """`valueprobe bench`: option-scoring strategies (naive, padded, packed, prefix_cache) on the same
-WVS prompts, and the paper's HF-PyTorch procedure against ours (scoring and generation).
+WVS prompts, and ours against two PyTorch peers, each in its own process: the paper's HF-PyTorch
+procedure (scoring and generation) and lm-evaluation-harness's HF backend (seq-method scoring at
+its best batch size). The peers need the [bench] extra: pip install -e '.[bench]'.
 
-Example (about 10 minutes on a quiet 2-core CPU with SmolLM2):
+Example (about 10 minutes on a quiet 2-core CPU with SmolLM2 before the lm-eval peer, which
+times three batch sizes; under a load of 7 on 2 cores the whole run took about 50 minutes):
     valueprobe bench --model smollm2-135m-instruct --questions 8 --plot bench.png
 """
 
@@ -29,6 +32,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated prompt styles (default: all three)")
     p.add_argument("--data-dir", help="paper data mirror (default: VALUEPROBE_DATA_DIR or download)")
     p.add_argument("--no-hf", action="store_true", help="skip the HF-PyTorch reference")
+    p.add_argument("--no-lmeval", action="store_true",
+                   help="skip lm-evaluation-harness's HF backend (HFLM)")
+    p.add_argument("--lmeval-batch-sizes",
+                   help="comma-separated HFLM batch sizes to time; the best is reported "
+                   "(default 1,8,16)")
+    p.add_argument("--torch-threads", type=int,
+                   help="PyTorch threads of both peers (default: all cores; on a busy machine 1 "
+                   "can be several times faster)")
     p.add_argument("--no-generation", action="store_true", help="skip the generation comparison")
     p.add_argument("--generation-prompts", type=int, default=24,
                    help="prompts for the generation comparison (default 24: all 8 x 3)")
@@ -54,12 +65,23 @@ def run(args: argparse.Namespace) -> int:
     styles = tuple(s.strip() for s in args.styles.split(",") if s.strip())
     if not strategies:
         raise InputError("--strategies: empty")
+    lm_sizes = {}
+    if args.lmeval_batch_sizes is not None:
+        try:
+            lm_sizes["lmeval_batch_sizes"] = tuple(
+                int(b) for b in args.lmeval_batch_sizes.split(",") if b.strip())
+        except ValueError:
+            raise InputError(f"--lmeval-batch-sizes {args.lmeval_batch_sizes!r}: give integers "
+                             "separated by commas, e.g. 1,8,16") from None
     for n, name in ((args.samples, "--samples"), (args.max_new_tokens, "--max-new-tokens"),
-                    (args.generation_prompts, "--generation-prompts")):
+                    (args.generation_prompts, "--generation-prompts"),
+                    (1 if args.torch_threads is None else args.torch_threads, "--torch-threads")):
         if n < 1:
             raise InputError(f"{name} {n}: must be >= 1")
     opts = bench.BenchOptions(model=args.model, strategies=strategies, questions=args.questions,
                               styles=styles, data_dir=args.data_dir, hf=not args.no_hf,
+                              lmeval=not args.no_lmeval, **lm_sizes,
+                              torch_threads=args.torch_threads,
                               generation=not args.no_generation,
                               generation_prompts=args.generation_prompts, samples=args.samples,
                               max_new_tokens=args.max_new_tokens, groups=bool(args.plot),

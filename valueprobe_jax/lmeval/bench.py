@@ -3,8 +3,9 @@ log-likelihood requests, in one process, at one thread count.
 
     python -m valueprobe_jax.lmeval.bench --threads 1 --questions 48
 
-Needs the test extra (torch) besides ``[lmeval]``. The HF checkpoint HFLM reads is built from
-the packaged SmolLM2 GGUF into ``--hf-dir`` when that folder is empty (about a minute).
+Needs the ``[bench]`` extra (torch). The transformers directory HFLM reads is ``--hf-dir``, or
+by default ``models.hf_export.hf_model_dir(--model)`` (a GGUF file is converted once, about a
+minute, and cached; the directory ``valueprobe bench`` uses too).
 Prints one JSON object: per backend the best of ``--repeats`` timed calls after a warm-up call
 (compiles excluded), seconds per request, and tokens processed.
 """
@@ -38,28 +39,6 @@ def requests(n: int) -> list[tuple[str, str]]:
     return out
 
 
-def build_hf_dir(out: pathlib.Path) -> pathlib.Path:
-    import torch
-    import transformers
-
-    from valueprobe_jax.models.checkpoints import packaged_gguf
-
-    if (out / "config.json").is_file():
-        return out
-    gguf = packaged_gguf("smollm2-135m-instruct")
-    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                              dtype=torch.float32)
-    cfg = model.config
-    if hasattr(cfg, "quantization_config"):
-        del cfg.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict())
-    plain.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def _best(fn, repeats: int) -> float:
     fn()  # warm-up: compiles / allocator
     times = []
@@ -76,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--hf-batch-sizes", default="1,8,16")
-    p.add_argument("--hf-dir", default=os.path.expanduser("~/.cache/valueprobe/lmeval-smollm2-hf"))
+    p.add_argument("--hf-dir", help="transformers directory of --model (default: converted from "
+                   "its checkpoint once and cached)")
     p.add_argument("--model", default="smollm2-135m-instruct")
     args = p.parse_args(argv)
     if args.threads == 1 and "jax" not in sys.modules:
@@ -88,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.models.huggingface import HFLM
 
     from valueprobe_jax.lmeval.backend import ValueprobeLM
+    from valueprobe_jax.models.hf_export import hf_model_dir
 
     torch.set_num_threads(args.threads)
     pairs = requests(args.questions)
     inst = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
     report: dict = {"requests": len(pairs), "questions": args.questions, "threads": args.threads}
 
-    hf_dir = build_hf_dir(pathlib.Path(args.hf_dir))
+    hf_dir = pathlib.Path(args.hf_dir) if args.hf_dir else hf_model_dir(args.model)
     hf_rows = []
     for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
         hf = HFLM(pretrained=str(hf_dir), dtype="float32", device="cpu", batch_size=bs)

@@ -7,9 +7,10 @@ taken as X(0) + L * (X(2) - X(0)), each X from XLA's analysis of the program com
 config with 0 and 2 layers (abstract weights): with 2 layers the scan stays a loop whose body (one
 layer) is counted once; a 1-layer scan is inlined and partly pruned. Where a 0-layer program is
 partitioned unlike the real one (the decode loop: its empty KV cache no longer anchors the rows'
-sharding), ``unrolled=True`` takes S + (L - 1) * (U - S) instead, S and U both with 2 layers, U
-with the layer scan unrolled (``layers.unrolled_layers``: both layers counted); sound only when
-no work of the last layer is dead (XLA prunes dead work of an unrolled layer, not of a loop body:
+sharding), ``unrolled=True`` takes U(2) + (L - 2) * (U(4) - U(2)) / 2 instead, U compiled with the
+layer scan unrolled (``layers.unrolled_layers``: every layer counted, each reading its weights as
+matmul operands, without the loop's per-layer slice of the stacked weights); sound only when no
+work of the last layer is dead (XLA prunes dead work of an unrolled layer, not of a loop body:
 the prefill cores, which use only the last layer's keys/values or last position, would lose it)."""
 
 from __future__ import annotations
@@ -55,15 +56,15 @@ def layer_extrapolated(cfg: ModelConfig, compile_for: Callable[[ModelConfig], An
                        unrolled: bool = False) -> Cost:
     """(FLOPs, bytes) at ``cfg``'s depth from shallow compiles (see the module docstring);
     ``compile_for(cfg')`` compiles a fresh jitted program for ``cfg'``."""
-    two = cfg.replace(num_layers=2)
-    x2 = xla_cost(compile_for(two))
     if unrolled:
         with unrolled_layers():
-            base, per_layer, n = x2, xla_cost(compile_for(two)), cfg.num_layers - 1
+            lo, hi = (xla_cost(compile_for(cfg.replace(num_layers=n))) for n in (2, 4))
+        n_lo, per = 2, 2
     else:
-        base, per_layer, n = xla_cost(compile_for(cfg.replace(num_layers=0))), x2, cfg.num_layers
-    return tuple(None if a is None or b is None else a + n * (b - a)
-                 for a, b in zip(base, per_layer))  # type: ignore[return-value]
+        lo, hi = (xla_cost(compile_for(cfg.replace(num_layers=n))) for n in (0, 2))
+        n_lo, per = 0, 1
+    return tuple(None if a is None or b is None else a + (cfg.num_layers - n_lo) * (b - a) / per
+                 for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
 def memory_bytes(compiled: Any) -> dict[str, int] | None:

@@ -83,13 +83,27 @@ def _memory(cfg: Any, compile_for: Callable[[Any], Any]) -> dict[str, int] | Non
     return mem
 
 
-def _cost(name: str, shape: str, cfg: Any, compile_for: Callable[[Any], Any],
-          memory: bool) -> ProgramCost:
+def _counted(cfg: Any, compile_for: Callable[[Any], Any], unrolled: bool = False
+             ) -> tuple[float, float]:
+    """(FLOPs, bytes) of ``cfg``'s program from its float32 compiles, bytes scaled to ``cfg``'s
+    dtype: XLA on the CPU has no native bf16 matmul, so a bf16 program converts every weight to
+    float32 (reads bf16, writes and reads f32) and its byte count would be ~3x an accelerator's;
+    the float32 program's bytes x itemsize / 4 stand in (float32 softmax and norms then count
+    half: a slight undercount)."""
+    import numpy as np  # noqa: PLC0415
+
     from valueprobe_jax.bench.xla_cost import layer_extrapolated  # noqa: PLC0415
 
-    flops, nbytes = layer_extrapolated(cfg, compile_for)
+    flops, nbytes = layer_extrapolated(cfg.replace(dtype="float32"), compile_for,
+                                       unrolled=unrolled)
     if flops is None or nbytes is None:
         raise InputError("--compile: this JAX backend reports no cost analysis")
+    return flops, nbytes * np.dtype(cfg.jnp_dtype).itemsize / 4
+
+
+def _cost(name: str, shape: str, cfg: Any, compile_for: Callable[[Any], Any],
+          memory: bool) -> ProgramCost:
+    flops, nbytes = _counted(cfg, compile_for)
     return ProgramCost(name, shape, flops, nbytes, _memory(cfg, compile_for) if memory else None)
 
 
@@ -130,7 +144,7 @@ def decode_step_cost(cfg: Any, mesh: Any, *, prompts: int, p: int, samples: int,
     steps less the one with one (``decode_loop.decode_steps``; XLA counts a while body once),
     layers counted with ``xla_cost``'s unrolled form (a 0-layer decode program loses its rows'
     sharding). Memory: the real decode loop program (``decode_loop.decode``) at full depth."""
-    from valueprobe_jax.bench.xla_cost import abstract_params, layer_extrapolated  # noqa: PLC0415
+    from valueprobe_jax.bench.xla_cost import abstract_params  # noqa: PLC0415
     from valueprobe_jax.engine.decode_loop import make_decode_fn  # noqa: PLC0415
     from valueprobe_jax.engine.sampler import abstract_decode_inputs, decode_shardings  # noqa: PLC0415
 
@@ -139,10 +153,8 @@ def decode_step_cost(cfg: Any, mesh: Any, *, prompts: int, p: int, samples: int,
         fn = make_decode_fn(c, new_tokens, samples, rows, steps=steps, **kw)
         return fn.lower(abstract_params(c), *abstract_decode_inputs(c, prompts, p)).compile()
 
-    one = layer_extrapolated(cfg, lambda c: compile_for(c, 1), unrolled=True)
-    two = layer_extrapolated(cfg, lambda c: compile_for(c, 2), unrolled=True)
-    if None in one + two:
-        raise InputError("--compile: this JAX backend reports no cost analysis")
+    one = _counted(cfg, lambda c: compile_for(c, 1), unrolled=True)
+    two = _counted(cfg, lambda c: compile_for(c, 2), unrolled=True)
     mem = _memory(cfg, lambda c: compile_for(c, None)) if memory else None
     return ProgramCost(name, f"{rows} rows, {prompts}x{samples} samples, prompt {p}",
                        two[0] - one[0], two[1] - one[1], mem)

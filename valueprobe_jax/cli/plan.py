@@ -182,7 +182,8 @@ def _print_compile(preds, work, shapes, acc, args) -> None:
         print(f"One chunk of {work[0].chunk_size} probes: {c.score_calls:g} score calls, "
               f"{c.prefill_calls:g} prefill, {c.decode_steps:g} decode steps -> "
               + ", ".join(f"{k} {v:.2f} s" for k, v in c.seconds.items()) + f" = {c.total:.2f} s")
-    print(f"\nPredicted sweep at the roofline (procedure {args.procedure}; a lower bound):")
+    print(f"\nPredicted sweep at the roofline (procedure {args.procedure}; one replica's chunks "
+          "/ replicas):")
     head = "".join(f"{w.experiment:>18}" for w in work)
     print(f"{'model':<28}{'mesh':<18}{head}{'total':>12}")
     for p in preds:
@@ -203,8 +204,10 @@ def _print_compile(preds, work, shapes, acc, args) -> None:
           f"{w0.option_tokens:.0f}, rating prompt {max(w.rating_tokens for w in work):.0f} (means)")
     print(f"  scoring: packed rows of {shapes.max_len} tokens x {shapes.batch} (tree core, perfect "
           f"packing, no shared-prefix reuse); prefill: {shapes.prompts} prompts of "
-          f"{shapes.prompt_len} slots per decode call; decode: {shapes.rows} rows, every sample runs "
-          "to its token cap (the Sampler's defaults)")
+          f"{shapes.prompt_len} slots per decode call; decode: {shapes.rows} rows (the Sampler's "
+          "defaults), every sample runs to its token cap: an upper bound on decode steps (samples "
+          "that stop early, e.g. at an end-of-turn token, take fewer)")
     print("  efficiency = the roofline (max of FLOPs / peak, bytes / HBM bandwidth per call, XLA's "
-          "counts of the CPU-compiled program): a lower bound; no host, launch or collective time; "
-          "replicas split chunks evenly")
+          "counts of the CPU-compiled program): a lower bound for these calls; no host, launch or "
+          "collective time; replicas split chunks evenly; CPU XLA's bytes (its fusion) stand in for "
+          "the accelerator's")

@@ -2,12 +2,18 @@
 
     valueprobe plan --model llama-3.1-70b-instruct --mesh fsdp=4,tensor=2 --batch 8 --max-len 1024
     valueprobe plan --model all --batch 8 --max-len 1024 --json
+    valueprobe plan --compile --model llama-3.1-8b --accelerator v5p-64 --mesh fsdp=4,tensor=2
+
+--compile lowers and compiles the engine's real programs (scoring core, prefill, decode step) on
+abstract weights over simulated CPU devices and predicts the paper's sweep at the roofline
+(valueprobe_jax/bench/compile_plan.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.parallel.plan import (ACCELERATORS, GiB, USABLE_FRACTION, MemoryPlan, compact_mesh,
@@ -25,6 +31,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, default=1024, help="tokens per row and KV-cache capacity")
     p.add_argument("--dtype", default="bfloat16", help="parameter/activation dtype (default bfloat16)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the real programs on simulated devices; roofline and sweep time")
+    p.add_argument("--accelerator", default="h100",
+                   help="with --compile: " + ", ".join(a.short for a in ACCELERATORS))
+    p.add_argument("--procedure", default="paper", help="with --compile: the sweep's procedure")
+    p.add_argument("--configs", default="configs", help="with --compile: the sweep configs' folder")
     p.set_defaults(func=run)
     return p
 
@@ -41,6 +53,8 @@ def _fits_on(plan: MemoryPlan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compile:
+        return run_compile(args)
     from valueprobe_jax.models import registry
 
     specs = registry.list_specs() if args.model == "all" else [registry.get_spec(args.model)]
@@ -105,3 +119,95 @@ def run(args: argparse.Namespace) -> int:
             if s is not None and s.fallbacks:
                 print(f"{a.name} with {compact_mesh(s.mesh)}: " + "; ".join(s.fallbacks))
     return 0
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    """``plan --compile``: compile the real programs, print their costs and the sweep prediction."""
+    from valueprobe_jax.bench import compile_plan as cp  # noqa: PLC0415
+    from valueprobe_jax.models import registry  # noqa: PLC0415
+    from valueprobe_jax.parallel.plan import get_accelerator  # noqa: PLC0415
+
+    acc = get_accelerator(args.accelerator)
+    if args.batch < 1 or args.max_len < 1:
+        raise InputError(f"--batch {args.batch} / --max-len {args.max_len}: must be positive")
+    names = ([s.name for s in registry.list_specs()] if args.model == "all"
+             else [registry.get_spec(args.model).name])
+    mesh = parse_mesh_spec(args.mesh) if args.mesh else None
+    cp.simulate_devices(math.prod(mesh.values()) if mesh else acc.chips)  # before JAX starts
+    work = cp.sweep_work(args.configs, names[0], args.procedure)
+    shapes = cp.call_shapes(work, args.batch, args.max_len)
+    preds = [cp.predict(n, acc, work, shapes, mesh=args.mesh, dtype=args.dtype,
+                        memory=len(names) == 1) for n in names]
+    if args.json:
+        print(json.dumps({"accelerator": acc.name, "shapes": shapes.__dict__,
+                          "models": [_pred_dict(p, acc) for p in preds]}, indent=1))
+        return 0
+    _print_compile(preds, work, shapes, acc, args)
+    return 0
+
+
+def _pred_dict(p, acc) -> dict:
+    progs = [x for x in (p.programs.score, p.programs.prefill, p.programs.decode,
+                         p.programs.rating_decode) if x is not None]
+    return {"model": p.model, "mesh": p.mesh, "replicas": p.replicas,
+            "programs": [{"name": x.name, "shape": x.shape, "flops": x.flops, "bytes": x.bytes,
+                          "memory": x.memory, "roofline_s": x.seconds(acc)} for x in progs],
+            "chunk_s": p.chunk.seconds, "sweep_s": p.sweep_seconds}
+
+
+def _hours(s: float) -> str:
+    return f"{s / 3600:.2f} h" if s >= 360 else f"{s:.1f} s"
+
+
+def _print_compile(preds, work, shapes, acc, args) -> None:
+    from valueprobe_jax.bench.compile_plan import CHARS_PER_TOKEN  # noqa: PLC0415
+
+    p0 = preds[0]
+    devices = math.prod(p0.mesh.values()) if p0.mesh else 1
+    print(f"Compiled on {devices} simulated CPU device(s), {args.dtype}, abstract weights; "
+          f"{acc.label()}: {acc.peak_tflops:g} TFLOP/s bf16, {acc.hbm_gbps:g} GB/s HBM per chip")
+    for p in preds if len(preds) == 1 else []:
+        print(f"\n{p.model} on mesh {compact_mesh(p.mesh)} x {p.replicas} replica(s); "
+              "per device and call:")
+        print(f"{'program':<20}{'shape':<38}{'GFLOP':>10}{'GB':>8}{'arg GiB':>9}{'out GiB':>9}"
+              f"{'temp GiB':>9}{'roofline':>11}  bound")
+        for x in (p.programs.score, p.programs.prefill, p.programs.decode, p.programs.rating_decode):
+            if x is None:
+                continue
+            m = x.memory or {}
+            mem = "".join(f"{_gib(m[k]) if k in m else '-':>9}" for k in ("argument", "output", "temp"))
+            print(f"{x.name:<20}{x.shape:<38}{x.flops / 1e9:>10.1f}{x.bytes / 1e9:>8.2f}{mem}"
+                  f"{x.seconds(acc) * 1e3:>9.2f}ms  {x.bound(acc)}")
+        c = p.chunk
+        print(f"One chunk of {work[0].chunk_size} probes: {c.score_calls:g} score calls, "
+              f"{c.prefill_calls:g} prefill, {c.decode_steps:g} decode steps -> "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in c.seconds.items()) + f" = {c.total:.2f} s")
+    print(f"\nPredicted sweep at the roofline (procedure {args.procedure}; one replica's chunks "
+          "/ replicas):")
+    head = "".join(f"{w.experiment:>18}" for w in work)
+    print(f"{'model':<28}{'mesh':<18}{head}{'total':>12}")
+    for p in preds:
+        cells = "".join(f"{_hours(p.experiments[w.experiment].total / p.replicas):>18}" for w in work)
+        print(f"{p.model:<28}{compact_mesh(p.mesh) + f' x{p.replicas}':<18}{cells}"
+              f"{_hours(p.sweep_seconds):>12}")
+    if len(preds) > 1:
+        print(f"all {len(preds)} models: {_hours(sum(p.sweep_seconds for p in preds))}")
+    print("\nAssumptions:")
+    for w in work:
+        print(f"  {w.experiment}: {w.probes} probes + {w.ratings} ratings in {w.chunks} chunks of "
+              f"{w.chunk_size} ({args.configs}/{w.experiment}.py:MODEL,{args.procedure} through "
+              f"runner.plan_sweep); text: {w.samples} samples x {w.new_tokens} tokens; ratings: "
+              f"{w.rating_samples} x {w.rating_new_tokens} tokens")
+    w0 = work[0]
+    print(f"  tokens = characters / {CHARS_PER_TOKEN:g} of the prompts rendered without a chat "
+          f"template (no tokenizer read): probe prompt {w0.prompt_tokens:.0f}, its options "
+          f"{w0.option_tokens:.0f}, rating prompt {max(w.rating_tokens for w in work):.0f} (means)")
+    print(f"  scoring: packed rows of {shapes.max_len} tokens x {shapes.batch} (tree core, perfect "
+          f"packing, no shared-prefix reuse); prefill: {shapes.prompts} prompts of "
+          f"{shapes.prompt_len} slots per decode call; decode: {shapes.rows} rows (the Sampler's "
+          "defaults), every sample runs to its token cap: an upper bound on decode steps (samples "
+          "that stop early, e.g. at an end-of-turn token, take fewer)")
+    print("  efficiency = the roofline (max of FLOPs / peak, bytes / HBM bandwidth per call, XLA's "
+          "counts of the CPU-compiled program): a lower bound for these calls; no host, launch or "
+          "collective time; replicas split chunks evenly; CPU XLA's bytes (its fusion) stand in for "
+          "the accelerator's")

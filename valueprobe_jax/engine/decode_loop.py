@@ -238,26 +238,15 @@ def row_phases(rows: int, shrink_by: int = 2, smallest: int = 4) -> list[int]:
     return out
 
 
-def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
-           params: Params, prompt_cache: KVCache, first_logits: jax.Array, lengths: jax.Array,
+def _first(cfg: ModelConfig, max_new_tokens: int, num_samples: int, params: Params,
+           prompt_cache: KVCache, first_logits: jax.Array, lengths: jax.Array,
            prompt_hash: jax.Array, prompt_live: jax.Array, seed: jax.Array,
            temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, stop_ids: jax.Array,
-           stop_codes: jax.Array, paper: PaperInputs | None = None, *, gen_sharding: Any = None,
-           processing: str = "ours") -> dict[str, jax.Array]:
-    """Sample ``num_samples`` continuations of each of Np prefilled prompts on ``rows`` rows.
-
-    prompt_cache/first_logits/lengths come from ``prefill``; prompt_hash [Np] is the 32-bit key
-    hash of each prompt, prompt_live [Np] False for batch padding. Pair j = (prompt j // n,
-    sample j % n). Returns, per pair, tokens [NP, max_new_tokens] (0 after the sample stops),
-    logprobs, n_tokens, finish (0 length, 1 eos, 2 end-of-turn); ``steps`` (loop iterations)
-    and ``row_steps`` (tokens fed through the model).
-
-    ``processing`` (static) "paper" needs ``paper`` (``PaperInputs``) and samples with
-    transformers' processors (``sampling.paper_sample_step``; ``top_p`` is then unused, the
-    threshold comes from ``paper.settings``); every pair's first token is drawn from its prompt's
-    processed logits (the prompt's seen mask only), the later ones with the sample's own tokens
-    marked too.
-    """
+           stop_codes: jax.Array, paper: PaperInputs | None, processing: str
+           ) -> tuple[_Fixed, tuple[jax.Array, ...]]:
+    """``decode``'s start: every pair's first token from the prefill logits, the queue of pairs
+    that need more, and the loop's fixed inputs; returns (fixed, (tokens, logprobs, n_tokens,
+    finish))."""
     n, g_cap = num_samples, max_new_tokens
     n_pairs = lengths.shape[0] * n
     pair_prompt = jnp.arange(n_pairs, dtype=jnp.int32) // n
@@ -283,10 +272,6 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
     code0 = _stop_code(tok0, stop_ids, stop_codes)
     finish = jnp.where(live, code0, LENGTH)
     n_tok = jnp.where(live, 1, 0).astype(jnp.int32)
-    if g_cap == 1:  # no loop: nothing below is traced
-        return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish,
-                    steps=jnp.int32(0), row_steps=jnp.int32(0))
-
     need = live & (code0 == LENGTH)
     queue = jnp.argsort(~need, stable=True).astype(jnp.int32)
     n_queue = jnp.sum(need).astype(jnp.int32)
@@ -294,14 +279,63 @@ def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
     fx = _Fixed(cfg, params, g_cap, n_pairs, pair_prompt, keys, lengths, pk, pv, temperature,
                 top_k, top_p, stop_ids, stop_codes, queue, n_queue, processing, prompt_seen,
                 settings)
-    state = init(fx, rows, (out, lps, n_tok, finish), gen_sharding)
+    return fx, (out, lps, n_tok, finish)
+
+
+def _outputs(state: _Loop) -> dict[str, jax.Array]:
+    return dict(tokens=state.tokens, logprobs=state.logprobs, n_tokens=state.n_tokens,
+                finish=state.finish, steps=state.steps, row_steps=state.row_steps)
+
+
+def decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
+           params: Params, prompt_cache: KVCache, first_logits: jax.Array, lengths: jax.Array,
+           prompt_hash: jax.Array, prompt_live: jax.Array, seed: jax.Array,
+           temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, stop_ids: jax.Array,
+           stop_codes: jax.Array, paper: PaperInputs | None = None, *, gen_sharding: Any = None,
+           processing: str = "ours") -> dict[str, jax.Array]:
+    """Sample ``num_samples`` continuations of each of Np prefilled prompts on ``rows`` rows.
+
+    prompt_cache/first_logits/lengths come from ``prefill``; prompt_hash [Np] is the 32-bit key
+    hash of each prompt, prompt_live [Np] False for batch padding. Pair j = (prompt j // n,
+    sample j % n). Returns, per pair, tokens [NP, max_new_tokens] (0 after the sample stops),
+    logprobs, n_tokens, finish (0 length, 1 eos, 2 end-of-turn); ``steps`` (loop iterations)
+    and ``row_steps`` (tokens fed through the model).
+
+    ``processing`` (static) "paper" needs ``paper`` (``PaperInputs``) and samples with
+    transformers' processors (``sampling.paper_sample_step``; ``top_p`` is then unused, the
+    threshold comes from ``paper.settings``); every pair's first token is drawn from its prompt's
+    processed logits (the prompt's seen mask only), the later ones with the sample's own tokens
+    marked too.
+    """
+    fx, outputs = _first(cfg, max_new_tokens, num_samples, params, prompt_cache, first_logits,
+                         lengths, prompt_hash, prompt_live, seed, temperature, top_k, top_p,
+                         stop_ids, stop_codes, paper, processing)
+    if max_new_tokens == 1:  # no loop: nothing below is traced
+        out, lps, n_tok, finish = outputs
+        return dict(tokens=out, logprobs=lps, n_tokens=n_tok, finish=finish,
+                    steps=jnp.int32(0), row_steps=jnp.int32(0))
+    state = init(fx, rows, outputs, gen_sharding)
     phases = row_phases(rows)
     for i, r in enumerate(phases):
         if i:
             state = shrink(state, r)
         state = run_phase(fx, state, phases[i + 1] if i + 1 < len(phases) else 0)
-    return dict(tokens=state.tokens, logprobs=state.logprobs, n_tokens=state.n_tokens,
-                finish=state.finish, steps=state.steps, row_steps=state.row_steps)
+    return _outputs(state)
+
+
+def decode_steps(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int,
+                 steps: int, params: Params, *args: Any, gen_sharding: Any = None,
+                 processing: str = "ours") -> dict[str, jax.Array]:
+    """``decode``'s start and then exactly ``steps`` loop steps on ``rows`` rows, unrolled (no
+    while loop, no shrinking): XLA's cost analysis counts a while body once, so the cost of one
+    step is that of ``steps=2`` less that of ``steps=1`` (``bench.compile_plan``). Same
+    arguments as ``decode`` after ``params``."""
+    paper = args[11] if len(args) > 11 else None
+    fx, outputs = _first(cfg, max_new_tokens, num_samples, params, *args[:11], paper, processing)
+    state = init(fx, rows, outputs, gen_sharding)
+    for _ in range(steps):
+        state = step(fx, state)
+    return _outputs(state)
 
 
 def make_prefill_fn(cfg: ModelConfig, *, in_shardings: Any = None, out_shardings: Any = None,
@@ -314,11 +348,13 @@ def make_prefill_fn(cfg: ModelConfig, *, in_shardings: Any = None, out_shardings
 def make_decode_fn(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows: int, *,
                    in_shardings: Any = None, out_shardings: Any = None,
                    gen_sharding: Any = None, traces: TraceCounter | None = None,
-                   processing: str = "ours") -> Callable:
+                   processing: str = "ours", steps: int | None = None) -> Callable:
     """jit of ``decode`` with cfg, max_new_tokens, num_samples, rows and processing bound
-    ("paper": one more argument, ``PaperInputs``, after stop_codes)."""
-    fn = functools.partial(decode, cfg, max_new_tokens, num_samples, rows,
-                           gen_sharding=gen_sharding, processing=processing)
+    ("paper": one more argument, ``PaperInputs``, after stop_codes); with ``steps``, of
+    ``decode_steps`` instead (for counting one step's cost)."""
+    fn = (functools.partial(decode, cfg, max_new_tokens, num_samples, rows) if steps is None
+          else functools.partial(decode_steps, cfg, max_new_tokens, num_samples, rows, steps))
+    fn = functools.partial(fn, gen_sharding=gen_sharding, processing=processing)
     return jit_with_shardings(counted(fn, "decode", traces), in_shardings, out_shardings)
 
 
@@ -340,5 +376,6 @@ def shared_decode(cfg: ModelConfig, max_new_tokens: int, num_samples: int, rows:
 
 __all__ = ["LENGTH", "EOS", "END_OF_TURN", "FINISH_REASONS", "PaperInputs", "prefill",
            "prompt_seen_mask", "pair_keys", "refill",
-           "init", "step", "shrink", "run_phase", "row_phases", "decode", "make_prefill_fn",
+           "init", "step", "shrink", "run_phase", "row_phases", "decode", "decode_steps",
+           "make_prefill_fn",
            "make_decode_fn", "shared_prefill", "shared_decode"]

@@ -107,6 +107,57 @@ def power_of_two_parts(n: int) -> list[int]:
     return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
 
 
+def _vocab_rows(cfg: ModelConfig, mesh: Any, b: int) -> Any:
+    return sh.vocab_rows_sharding(mesh, (b, cfg.vocab_size))
+
+
+def prefill_shardings(cfg: ModelConfig, mesh: Any, prompts: int, p: int) -> tuple[Any, Any]:
+    """(in, out) shardings of the prefill of ``prompts`` prompts of ``p`` slots on ``mesh``:
+    parameters by their logical axes, prompts over the batch axes (data, fsdp)."""
+    ins = (sh.param_shardings(cfg, mesh), sh.batch_sharding(mesh, (prompts, p)),
+           sh.batch_sharding(mesh, (prompts,)))
+    return ins, (_vocab_rows(cfg, mesh, prompts), sh.cache_shardings(cfg, mesh, prompts, p))
+
+
+def decode_shardings(cfg: ModelConfig, mesh: Any, max_new_tokens: int, num_samples: int,
+                     rows: int, prompts: int, p: int, processing: str = "ours") -> dict[str, Any]:
+    """``make_decode_fn``'s sharding arguments on ``mesh``: parameters by their logical axes,
+    prompts, pairs and the rows' generated keys/values over the batch axes (data, fsdp), kv
+    heads over tensor."""
+    rep = sh.replicated(mesh)
+    gen_shape = (cfg.num_layers, rows, cfg.num_kv_heads, max(1, max_new_tokens - 1),
+                 cfg.head_dim)
+    gen = jax.sharding.NamedSharding(mesh, sh.logical_to_pspec(
+        ("layers", "cache_batch", "kv_heads", "cache_sequence", "head_dim"), gen_shape, mesh)[0])
+    pairs = prompts * num_samples
+    per_pair = sh.batch_sharding(mesh, (pairs,))
+    tokens = sh.batch_sharding(mesh, (pairs, max_new_tokens))
+    per_prompt = sh.batch_sharding(mesh, (prompts,))
+    ins = (sh.param_shardings(cfg, mesh), sh.cache_shardings(cfg, mesh, prompts, p),
+           _vocab_rows(cfg, mesh, prompts), per_prompt, per_prompt, per_prompt,
+           rep, rep, rep, rep, rep, rep)
+    if processing == "paper":
+        ins += (PaperInputs(sh.batch_sharding(mesh, (prompts, p)), PaperSettings(rep, rep)),)
+    outs = dict(tokens=tokens, logprobs=tokens, n_tokens=per_pair, finish=per_pair, steps=rep,
+                row_steps=rep)
+    return dict(in_shardings=ins, out_shardings=outs, gen_sharding=gen)
+
+
+def abstract_decode_inputs(cfg: ModelConfig, prompts: int, p: int, stops: int = 8) -> tuple:
+    """ShapeDtypeStructs of the decode loop's arguments after the parameters, as ``generate``
+    passes them for ``prompts`` prompt slots of ``p`` tokens (``stops``: the stop table's
+    width): for ahead-of-time lowering (``bench.compile_plan``)."""
+    def arr(shape: tuple, dtype: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    kv = arr((cfg.num_layers, prompts, p, cfg.num_kv_heads, cfg.head_dim), cfg.jnp_dtype)
+    first = arr((prompts, cfg.vocab_size), jnp.float32)  # prefill's logits are float32
+    return (KVCache(kv, kv, arr((prompts, p), jnp.int32)), first,
+            arr((prompts,), jnp.int32), arr((prompts,), jnp.uint32), arr((prompts,), bool),
+            arr((), jnp.uint32), arr((), jnp.float32), arr((), jnp.int32), arr((), jnp.float32),
+            arr((stops,), jnp.int32), arr((stops,), jnp.int32))
+
+
 class Sampler:
     """Samples continuations of already-rendered prompts (chat-template text).
 
@@ -174,11 +225,9 @@ class Sampler:
         key = ("prefill", prompts, p)
         if key not in self._fns:
             traces = TraceCounter()
-            self._fns[key] = Traced(make_prefill_fn(
-                self.cfg, in_shardings=(sh.param_shardings(self.cfg, self.mesh),
-                                        self._batch(prompts, p), self._batch(prompts)),
-                out_shardings=(self._vocab_rows(prompts), self._prompt_cache(prompts, p)),
-                traces=traces), traces)
+            ins, outs = prefill_shardings(self.cfg, self.mesh, prompts, p)
+            self._fns[key] = Traced(make_prefill_fn(self.cfg, in_shardings=ins,
+                                                    out_shardings=outs, traces=traces), traces)
         return self._fns[key]
 
     def _decode_fn(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
@@ -187,44 +236,12 @@ class Sampler:
             return shared_decode(self.cfg, max_new_tokens, num_samples, rows, processing)
         key = ("decode", max_new_tokens, num_samples, rows, prompts, p, processing)
         if key not in self._fns:
-            self._fns[key] = self._sharded_decode(*key[1:])
+            traces = TraceCounter()
+            self._fns[key] = Traced(make_decode_fn(
+                self.cfg, max_new_tokens, num_samples, rows, traces=traces,
+                processing=processing,
+                **decode_shardings(self.cfg, self.mesh, *key[1:])), traces)
         return self._fns[key]
-
-    def _batch(self, *shape: int) -> Any:
-        return sh.batch_sharding(self.mesh, shape)
-
-    def _vocab_rows(self, b: int) -> Any:
-        return sh.vocab_rows_sharding(self.mesh, (b, self.cfg.vocab_size))
-
-    def _prompt_cache(self, prompts: int, p: int) -> Any:
-        return sh.cache_shardings(self.cfg, self.mesh, prompts, p)
-
-    def _sharded_decode(self, max_new_tokens: int, num_samples: int, rows: int, prompts: int,
-                        p: int, processing: str) -> Traced:
-        """The decode loop pinned to ``self.mesh``: parameters by their logical axes, prompts,
-        pairs and the rows' generated keys/values over the batch axes (data, fsdp), kv heads
-        over tensor."""
-        mesh, cfg = self.mesh, self.cfg
-        rep = sh.replicated(mesh)
-        gen_shape = (cfg.num_layers, rows, cfg.num_kv_heads, max(1, max_new_tokens - 1),
-                     cfg.head_dim)
-        gen = jax.sharding.NamedSharding(mesh, sh.logical_to_pspec(
-            ("layers", "cache_batch", "kv_heads", "cache_sequence", "head_dim"), gen_shape,
-            mesh)[0])
-        pairs = prompts * num_samples
-        per_pair, tokens = self._batch(pairs), self._batch(pairs, max_new_tokens)
-        traces = TraceCounter()
-        ins = (sh.param_shardings(cfg, mesh), self._prompt_cache(prompts, p),
-               self._vocab_rows(prompts), self._batch(prompts), self._batch(prompts),
-               self._batch(prompts), rep, rep, rep, rep, rep, rep)
-        if processing == "paper":
-            ins += (PaperInputs(self._batch(prompts, p), PaperSettings(rep, rep)),)
-        fn = make_decode_fn(
-            cfg, max_new_tokens, num_samples, rows, in_shardings=ins,
-            out_shardings=dict(tokens=tokens, logprobs=tokens, n_tokens=per_pair,
-                               finish=per_pair, steps=rep, row_steps=rep),
-            gen_sharding=gen, traces=traces, processing=processing)
-        return Traced(fn, traces)
 
     # -- public API
 
@@ -356,8 +373,8 @@ class Sampler:
             first = jnp.concatenate(logits, axis=0)
             cache = KVCache(jnp.concatenate(ks, axis=1), jnp.concatenate(vs, axis=1), pos)
         if self.mesh is not None:
-            first = jax.device_put(first, self._vocab_rows(slots))
-            cache = jax.device_put(cache, self._prompt_cache(slots, p))
+            first = jax.device_put(first, _vocab_rows(self.cfg, self.mesh, slots))
+            cache = jax.device_put(cache, sh.cache_shardings(self.cfg, self.mesh, slots, p))
         return first, cache
 
     def _to_generation(self, out: dict[str, np.ndarray], row: int) -> Generation:
@@ -370,4 +387,5 @@ class Sampler:
         return Generation(text=text, token_ids=ids, finish_reason=FINISH_REASONS[code], logprobs=lps)
 
 
-__all__ = ["Generation", "SamplerStats", "PrefilledGroup", "Sampler", "prompt_bucket", "power_of_two_parts"]
+__all__ = ["Generation", "SamplerStats", "PrefilledGroup", "Sampler", "prompt_bucket",
+           "power_of_two_parts", "prefill_shardings", "decode_shardings", "abstract_decode_inputs"]

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import (KVCache, Params, alibi_slopes, block_output, norm,
-                                          project_qkv, rope_inv_freq)
+                                          project_qkv, rope_inv_freq, scan_layers)
 
 
 class SplitCache(NamedTuple):
@@ -128,7 +128,7 @@ def decode_step(cfg: ModelConfig, params: Params, tokens: jax.Array, row_prompt:
         return block_output(cfg, lp, x, h_in, attn[:, None]), (k, v)
 
     xs = (params["layers"], cache.prompt_k, cache.prompt_v, cache.gen_k, cache.gen_v)
-    x, (k_new, v_new) = jax.lax.scan(body, x, xs)
+    x, (k_new, v_new) = scan_layers(body, x, xs)
     x = norm(x[:, 0], params["final_norm_scale"], params.get("final_norm_bias"), cfg.norm,
              cfg.norm_eps)
     if cfg.tie_embeddings:  # contract with the embedding table as stored: no transposed copy

@@ -22,8 +22,10 @@ code path serves padded batches, packed rows with a tree mask, prefill and cache
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -255,6 +257,26 @@ def _block(cfg: ModelConfig, lp: Params, x: jax.Array, positions: jax.Array, mas
     return block_output(cfg, lp, x, h_in, attn), new_cache
 
 
+_UNROLL_LAYERS = contextvars.ContextVar("unroll_layers", default=False)
+
+
+@contextlib.contextmanager
+def unrolled_layers() -> Iterator[None]:
+    """Functions traced inside unroll their layer scan: every layer is in the program, so XLA's
+    cost analysis (which counts a loop body once) counts each. For cost analysis only; trace a
+    fresh jitted function inside (a cached trace keeps the scan it was traced with)."""
+    token = _UNROLL_LAYERS.set(True)
+    try:
+        yield
+    finally:
+        _UNROLL_LAYERS.reset(token)
+
+
+def scan_layers(body: Callable, carry: Any, xs: Any) -> tuple[Any, Any]:
+    """``lax.scan`` of ``body`` over the stacked layers (unrolled inside ``unrolled_layers``)."""
+    return jax.lax.scan(body, carry, xs, unroll=True if _UNROLL_LAYERS.get() else 1)
+
+
 def forward(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
             mask: jax.Array, *, logits_at: jax.Array | None = None, cache: KVCache | None = None,
             cache_index: jax.Array | int | None = None, return_hidden: bool = False):
@@ -284,7 +306,7 @@ def forward(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.
         return y, nc
 
     layer_caches = (cache.k, cache.v) if cache is not None else None
-    x, new_kv = jax.lax.scan(body, x, (params["layers"], layer_caches))
+    x, new_kv = scan_layers(body, x, (params["layers"], layer_caches))
 
     if logits_at is not None:
         x = jnp.take_along_axis(x, logits_at[..., None].astype(jnp.int32), axis=1)

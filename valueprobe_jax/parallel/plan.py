@@ -30,6 +30,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from valueprobe_jax.errors import InputError
+from valueprobe_jax.vocabulary import check_choice
 from valueprobe_jax.models.decoder import flatten_params
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import param_shapes
@@ -46,6 +47,9 @@ class Accelerator:
     chips: int  # devices JAX sees (TPU chips / GPUs)
     hbm_gib: float  # memory per device
     hosts: int
+    short: str  # the name ``plan --accelerator`` takes
+    peak_tflops: float  # dense bf16 FLOP/s per device, 1e12
+    hbm_gbps: float  # HBM bandwidth per device, 1e9 bytes/s
 
     @property
     def usable_bytes(self) -> float:
@@ -56,13 +60,25 @@ class Accelerator:
 
 
 # v4-8 = 4 chips of 32 GiB; v5e-16 = 16 chips of 16 GiB; v5p-64 = 64 TensorCores = 32 chips of
-# 95 GiB; one H100 SXM with 80 GiB.
+# 95 GiB; one H100 SXM with 80 GiB. Peak bf16 FLOP/s and HBM bandwidth per chip, public specs:
+# v4 275 TFLOP/s, 1200 GB/s (cloud.google.com/tpu/docs/v4); v5e 197 TFLOP/s, 819 GB/s
+# (cloud.google.com/tpu/docs/v5e); v5p 459 TFLOP/s, 2765 GB/s (cloud.google.com/tpu/docs/v5p);
+# H100 SXM 989 TFLOP/s dense bf16 (1979 with sparsity), 3.35 TB/s (NVIDIA H100 datasheet).
 ACCELERATORS: tuple[Accelerator, ...] = (
-    Accelerator("tpu-v4-8", 4, 32, 1),
-    Accelerator("tpu-v5e-16", 16, 16, 4),
-    Accelerator("tpu-v5p-64", 32, 95, 8),
-    Accelerator("h100-80gb", 1, 80, 1),
+    Accelerator("tpu-v4-8", 4, 32, 1, "v4-8", 275, 1200),
+    Accelerator("tpu-v5e-16", 16, 16, 4, "v5e-16", 197, 819),
+    Accelerator("tpu-v5p-64", 32, 95, 8, "v5p-64", 459, 2765),
+    Accelerator("h100-80gb", 1, 80, 1, "h100", 989, 3350),
 )
+
+
+def get_accelerator(name: str) -> Accelerator:
+    """The accelerator of a short name (h100, v5e-16, ...) or a full one (tpu-v5e-16, ...)."""
+    for a in ACCELERATORS:
+        if name in (a.short, a.name):
+            return a
+    check_choice("--accelerator", name, [a.short for a in ACCELERATORS])
+    raise AssertionError(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,5 +210,5 @@ def gib(n: float) -> str:
     return f"{n / GiB:.2f}"
 
 
-__all__ = ["ACCELERATORS", "Accelerator", "MemoryPlan", "plan_memory", "suggest_mesh",
+__all__ = ["ACCELERATORS", "Accelerator", "get_accelerator", "MemoryPlan", "plan_memory", "suggest_mesh",
            "candidate_meshes", "compact_mesh", "GiB", "USABLE_FRACTION", "Fallback"]

@@ -167,7 +167,7 @@ VERIFY = textwrap.dedent("""
     from valueprobe_jax.synthesis import verify
     replies = {"verify|0": GOOD, "verify|1": MIXED, "verify|2": GOOD}
     checkpoints.load_model = lambda name, dtype: name
-    verify.ChatModel = lambda loaded: ScriptedModel(replies.__getitem__)
+    verify.ChatModel = lambda loaded, date_string=None: ScriptedModel(replies.__getitem__)
     sys.exit(main(["verify", "--model", "judge", "--in", sys.argv[1], "--out", sys.argv[2],
                    "--chunk-size", "1", "--data-dir", sys.argv[3]]))
 """)

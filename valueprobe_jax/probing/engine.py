@@ -21,9 +21,7 @@ import numpy as np
 
 from valueprobe_jax.models.generation_config import GenerationConfig
 from valueprobe_jax.probing import parsing, representations
-from valueprobe_jax.engine.labels import LOOKUPS
-from valueprobe_jax.probing.procedure import (BOUNDARIES, RATING_PARSES, RATING_SAMPLERS,
-                                              SAMPLERS)
+from valueprobe_jax.probing.procedure import check_engine_choices
 from valueprobe_jax.probing.ratings import rating_messages
 from valueprobe_jax.models.checkpoints import LoadedModel
 from valueprobe_jax.data.questions import Question
@@ -74,11 +72,8 @@ class ProbeSettings:
         check_choices("methods", self.methods, METHODS)
         check_choice("strategy", self.strategy, PROBE_STRATEGIES)
         check_choice("parse mode", self.parse_mode, PARSE_MODES)
-        check_choice("label lookup", self.label_lookup, LOOKUPS)
-        check_choice("boundary", self.boundary, BOUNDARIES)
-        check_choice("sampler", self.sampler, SAMPLERS)
-        check_choice("rating sampler", self.rating_sampler, RATING_SAMPLERS)
-        check_choice("rating parse mode", self.rating_parse_mode, RATING_PARSES)
+        check_engine_choices(self.label_lookup, self.boundary, self.sampler,
+                             self.rating_sampler, self.rating_parse_mode)
         if self.date_string:
             parse_date(self.date_string)
         if "text" in self.methods and self.samples < 1:

@@ -57,6 +57,17 @@ PAPER_VARIANTS: tuple[Variant, ...] = ("baseline", "reverse", "num")
 PAPER_COUNTRIES: tuple[Country, ...] = ("China", "Egypt", "Mexico", "United States", "Germany")
 
 
+
+def check_engine_choices(label_lookup: str, boundary: str, sampler: str, rating_sampler: str,
+                         rating_parse: str) -> None:
+    """One-line errors for the choices a procedure hands the engine (a ``Procedure`` row and a
+    sweep's ``ProbeSettings`` both hold them)."""
+    check_choice("label lookup", label_lookup, LOOKUPS)
+    check_choice("boundary", boundary, BOUNDARIES)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("rating sampler", rating_sampler, RATING_SAMPLERS)
+    check_choice("rating parse mode", rating_parse, RATING_PARSES)
+
 @dataclasses.dataclass(frozen=True)
 class Procedure:
     """The defaults one procedure gives a sweep config (see the module table)."""
@@ -81,11 +92,8 @@ class Procedure:
             check_choice("variant", v, VARIANTS)
         for c in self.countries:
             check_choice("country", c, COUNTRIES)
-        check_choice("label lookup", self.label_lookup, LOOKUPS)
-        check_choice("boundary", self.boundary, BOUNDARIES)
-        check_choice("sampler", self.sampler, SAMPLERS)
-        check_choice("rating sampler", self.ratings, RATING_SAMPLERS)
-        check_choice("rating parse mode", self.rating_parse, RATING_PARSES)
+        check_engine_choices(self.label_lookup, self.boundary, self.sampler, self.ratings,
+                             self.rating_parse)
         check_choice("verdicts", self.verdicts, VERDICT_MODES)
         check_choice("middle", self.middle, MIDDLES)
 

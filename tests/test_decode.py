@@ -82,12 +82,17 @@ class ByteTokenizer:
 _sample_step = jax.jit(sampling.sample_step)
 
 
+def sample_key(seed, key, i):
+    """The sampler's key of sample ``i`` of the prompt named ``key``, computed independently
+    (crc32 of the key, two fold_ins)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), zlib.crc32(key.encode())), i)
+
+
 def naive_samples(cfg, params, prompt_ids, key, sp, stops):
     """Every sample on its own: an uncached forward per token, the sampler's key scheme."""
     out = []
     for i in range(sp.num_samples):
-        k = jax.random.fold_in(jax.random.fold_in(jax.random.key(sp.seed),
-                                                  zlib.crc32(key.encode())), i)
+        k = sample_key(sp.seed, key, i)
         seq, gen = list(prompt_ids), []
         while len(gen) < sp.max_new_tokens:
             logits = full_logits(cfg, params, [seq])
@@ -180,8 +185,7 @@ def naive_paper_samples(cfg, params, prompt_ids, key, sp, stops):
                        cfg.vocab_size)
     out = []
     for i in range(sp.num_samples):
-        k = jax.random.fold_in(jax.random.fold_in(jax.random.key(sp.seed),
-                                                  zlib.crc32(key.encode())), i)
+        k = sample_key(sp.seed, key, i)
         seq, gen = list(prompt_ids), []
         while len(gen) < sp.max_new_tokens:
             ids = np.zeros((1, 32), np.int32)

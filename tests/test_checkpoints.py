@@ -5,6 +5,8 @@ numpy API (no PyTorch needed)."""
 import json
 import os
 import pathlib
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -392,6 +394,16 @@ def test_killed_conversion_leaves_no_output_and_can_be_rerun(tmp_path):
                        env={**os.environ, "JAX_PLATFORMS": "cpu", "VALUEPROBE_FAULT": "after_param:3"})
     assert r.returncode == 86, r.stderr[-2000:]
     assert not out.exists()  # only a hidden .out.*.tmp sibling, never a partial out/
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert len(left) == 1 and left[0].startswith(".out.pid") and f"@{socket.gethostname()}." in left[0]
+    r = subprocess.run([sys.executable, "-c", code, "convert", "--model", str(hf), "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines()[0] == (f"removed {tmp_path / left[0]}: the partial output of a "
+                                        f"conversion that was killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "out"]  # the leftover is gone
+    shutil.rmtree(out)
     checkpoints.convert(hf, out)
     assert np.array_equal(flat_params(restore_orbax(out)[1])["layers/wq"],
                           flat_params(load_model(hf).params)["layers/wq"])

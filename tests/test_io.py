@@ -79,3 +79,28 @@ def test_fault_before_rename_keeps_the_old_file(tmp_path):
     assert target.read_text() == "old"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert target.read_text() == "new"
+
+
+def test_atomic_dir_removes_only_what_killed_writers_left(tmp_path):
+    """A killed writer's temporary sibling (this host, process gone) is removed by the next
+    writer; a live writer's, another host's and a foreign name are kept."""
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid, host = int(dead.stdout), socket.gethostname()
+    names = {"dead": f".d.pid{dead_pid}@{host}.abc123_x.tmp",
+             "live": f".d.pid{os.getpid()}@{host}.abc123_y.tmp",
+             "other_host": f".d.pid{dead_pid}@not-{host}.abc123_z.tmp",
+             "other_target": f".dd.pid{dead_pid}@{host}.abc123_w.tmp",
+             "unnamed": ".d.q1w2e3r4.tmp"}
+    for n in names.values():
+        (tmp_path / n).mkdir()
+        (tmp_path / n / "part").write_text("x")
+    assert io.remove_stale_partials(tmp_path / "d") == [tmp_path / names["dead"]]
+    (tmp_path / names["dead"]).mkdir()
+    with io.atomic_dir(tmp_path / "d") as d:
+        assert d.name.startswith(f".d.pid{os.getpid()}@{host}.") and d.name.endswith(".tmp")
+        io.write_text(d / "f", "y")
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted(["d"] + [names[k] for k in ("live", "other_host", "other_target", "unnamed")])

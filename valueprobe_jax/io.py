@@ -19,10 +19,13 @@ temp file and the rename; remote: before the single object write); the chunk sto
 from __future__ import annotations
 
 import contextlib
+import glob
 import io as _stdio
 import json
 import os
 import pathlib
+import re
+import socket
 import tempfile
 from typing import IO, Any, Callable, Iterable, Iterator
 
@@ -165,16 +168,57 @@ def save_figure(fig: Any, path: PathLike, **savefig_kw: Any) -> pathlib.Path:
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kw))
 
 
+# a temporary sibling's name: ".{target}.pid{pid}@{host}.{random}.tmp"
+_PARTIAL = re.compile(r"\.pid(\d+)@(.+)\.[^.]+\.tmp$")
+
+
+def _partial_prefix(path: pathlib.Path) -> str:
+    """Name prefix of ``atomic_dir``'s temporary sibling: the target, then the writing process,
+    so that a later writer can tell a killed writer's leftovers from a live one's."""
+    return f".{path.name}.pid{os.getpid()}@{socket.gethostname()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(path: PathLike) -> list[pathlib.Path]:
+    """Delete the temporary siblings of ``path`` that killed ``atomic_dir`` writers left (a
+    converted 70B checkpoint's is 140 GB); return them. Only a writer on this host whose process
+    is gone counts as killed: a live writer's, another host's and unnamed ones are kept."""
+    import shutil
+
+    path = pathlib.Path(path)
+    if not path.parent.is_dir():
+        return []
+    host, removed = socket.gethostname(), []
+    for p in sorted(path.parent.glob(f".{glob.escape(path.name)}.pid*.tmp")):
+        m = _PARTIAL.fullmatch(p.name[len(path.name) + 1:])
+        if m and m.group(2) == host and not _alive(int(m.group(1))) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike) -> Iterator[pathlib.Path]:
     """A temporary sibling directory to fill; renamed to ``path`` when the block ends cleanly.
 
-    Raises FileExistsError (after cleaning up) if ``path`` appeared meanwhile."""
+    Removes what killed writers of ``path`` left first (``remove_stale_partials``). Raises
+    FileExistsError (after cleaning up) if ``path`` appeared meanwhile."""
     import shutil
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_partials(path)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=_partial_prefix(path), suffix=".tmp",
+                                        dir=path.parent))
     try:
         os.chmod(tmp, new_dir_mode())
         yield tmp

@@ -20,8 +20,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from valueprobe_jax import io
     from valueprobe_jax.models.checkpoints import convert
 
+    for p in io.remove_stale_partials(args.out):
+        print(f"removed {p}: the partial output of a conversion that was killed")
     t0 = time.perf_counter()
     name, cfg, out = convert(args.model, args.out, dtype=args.dtype)
     print(f"{name}: {cfg.num_params() / 1e6:.1f}M parameters ({args.dtype}) -> {out} "

@@ -1,6 +1,8 @@
 """`plan --compile`: the real scoring core compiled for Llama-3.1-8B's registry shape on 8 simulated
 devices (conftest), checked against the analytic FLOP model and the memory plan."""
 
+import json
+
 import jax
 import pytest
 
@@ -47,3 +49,47 @@ def test_bad_accelerator_and_mesh():
     assert {a.short for a in ACCELERATORS} == {"v4-8", "v5e-16", "v5p-64", "h100"}
     with pytest.raises(InputError, match="3 devices do not divide h100-80gb's 1 chips"):
         cp.predict("llama-3.1-8b", get_accelerator("h100"), [], None, mesh="fsdp=3")
+
+
+def test_model_all_predicts_what_fits_and_names_what_does_not(monkeypatch, capsys):
+    """`plan --compile --model all` on one H100: a model no mesh fits is listed, not fatal (the
+    programs are faked here; compiling all 20 takes minutes)."""
+    from valueprobe_jax.cli import main
+
+    h100 = get_accelerator("h100")
+    cost = cp.ProgramCost("score", "8x1024", 2e12, 1e10)
+    chunk = cp.ChunkTime(1, 1, 1, 0, {"score": 3600.0})
+
+    def fake_predict(model, acc, work, shapes, **kw):
+        cfg = registry.get_spec(model).config
+        if cfg.num_params() > 30e9:  # the real check: plan.suggest_mesh finds no mesh
+            raise InputError(f"{model}: no mesh of {acc.name} fits it at --batch 8 --max-len 1024")
+        return cp.Prediction(model, {"data": 1}, 1, cp.Programs(cost, cost, cost, None), chunk,
+                             {"robustness": chunk})
+
+    monkeypatch.setattr(cp, "predict", fake_predict)
+    monkeypatch.setattr(cp, "simulate_devices", lambda n: None)
+    work = cp.ExperimentWork("robustness", 32, 0, 1, 32, 10, 64, 1, 20, 137.0, 18.0, 19.0, 107.0,
+                             [32], [0])
+    monkeypatch.setattr(cp, "sweep_work", lambda *a: [work])
+    monkeypatch.setattr(cp, "call_shapes", lambda *a: cp.Shapes(8, 1024, 64, 32, 192, 64, 10, 64,
+                                                                 64, 1, 20))
+    assert main(["plan", "--compile", "--model", "all", "--accelerator", "h100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    big = [s.name for s in registry.list_specs() if s.config.num_params() > 30e9]
+    assert big and len(big) < len(registry.list_specs())
+    fits = len(registry.list_specs()) - len(big)
+    assert f"the {fits} models above: {fits:.2f} h" in out
+    assert out[-len(big):] == [f"not predicted: {m}: no mesh of {h100.name} fits it at --batch 8 "
+                               f"--max-len 1024" for m in big]
+
+    assert main(["plan", "--compile", "--model", "all", "--accelerator", "h100", "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in js["models"]] == [s.name for s in registry.list_specs()
+                                                  if s.name not in big]
+    assert sorted(js["not_fitting"]) == sorted(big)
+
+    monkeypatch.setattr(cp, "predict", lambda model, *a, **k: fake_predict("qwen2.5-72b", h100, [], None))
+    assert main(["plan", "--compile", "--model", "all", "--accelerator", "h100"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "valueprobe plan: error: --model all: no registry model fits h100-80gb (qwen2.5-72b: ")

@@ -136,13 +136,26 @@ def run_compile(args: argparse.Namespace) -> int:
     cp.simulate_devices(math.prod(mesh.values()) if mesh else acc.chips)  # before JAX starts
     work = cp.sweep_work(args.configs, names[0], args.procedure)
     shapes = cp.call_shapes(work, args.batch, args.max_len)
-    preds = [cp.predict(n, acc, work, shapes, mesh=args.mesh, dtype=args.dtype,
-                        memory=len(names) == 1) for n in names]
+    preds, unfit = [], {}
+    for n in names:
+        try:
+            preds.append(cp.predict(n, acc, work, shapes, mesh=args.mesh, dtype=args.dtype,
+                                    memory=len(names) == 1))
+        except InputError as e:  # with --model all: the others are still worth a prediction
+            if len(names) == 1:
+                raise
+            unfit[n] = str(e)
+    if not preds:
+        raise InputError(f"--model all: no registry model fits {acc.name} "
+                         f"({next(iter(unfit.values()))})")
     if args.json:
         print(json.dumps({"accelerator": acc.name, "shapes": shapes.__dict__,
-                          "models": [_pred_dict(p, acc) for p in preds]}, indent=1))
+                          "models": [_pred_dict(p, acc) for p in preds],
+                          "not_fitting": unfit}, indent=1))
         return 0
     _print_compile(preds, work, shapes, acc, args)
+    for reason in unfit.values():
+        print(f"not predicted: {reason}")
     return 0
 
 
@@ -191,7 +204,7 @@ def _print_compile(preds, work, shapes, acc, args) -> None:
         print(f"{p.model:<28}{compact_mesh(p.mesh) + f' x{p.replicas}':<18}{cells}"
               f"{_hours(p.sweep_seconds):>12}")
     if len(preds) > 1:
-        print(f"all {len(preds)} models: {_hours(sum(p.sweep_seconds for p in preds))}")
+        print(f"the {len(preds)} models above: {_hours(sum(p.sweep_seconds for p in preds))}")
     print("\nAssumptions:")
     for w in work:
         print(f"  {w.experiment}: {w.probes} probes + {w.ratings} ratings in {w.chunks} chunks of "

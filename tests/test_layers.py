@@ -12,7 +12,7 @@ ANALYSIS = PKG.parent / "analysis"
 
 # lower number = lower layer; a module may import its own layer and any lower one
 LAYERS = {
-    "errors": 0, "io": 0, "compile_cache": 0, "vocabulary": 0,
+    "errors": 0, "io": 0, "compile_cache": 0, "vocabulary": 0, "xla_flags": 0,
     "data": 1, "models": 1,
     "parallel": 2,
     "engine": 3,

@@ -17,25 +17,18 @@ import functools
 import inspect
 import math
 import os
-import sys
 from typing import Any, Callable
 
+from valueprobe_jax import xla_flags
 from valueprobe_jax.errors import InputError
 
-DEVICE_FLAG = "--xla_force_host_platform_device_count"
+DEVICE_FLAG = "xla_force_host_platform_device_count"
 
 
 def simulate_devices(n: int) -> None:
     """Ask for ``n`` simulated CPU devices (before JAX's backend starts: sets XLA_FLAGS and
     JAX_PLATFORMS=cpu); once it has started, check that it has at least ``n``."""
-    started = False
-    if "jax" in sys.modules:
-        from jax._src import xla_bridge  # noqa: PLC0415
-
-        started = xla_bridge.backends_are_initialized()
-    if not started:
-        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_FLAG)]
-        os.environ["XLA_FLAGS"] = " ".join(flags + [f"{DEVICE_FLAG}={n}"])
+    if xla_flags.set_flag(DEVICE_FLAG, str(n), override=True):
         os.environ["JAX_PLATFORMS"] = "cpu"
         return
     import jax  # noqa: PLC0415

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from valueprobe_jax import compile_cache
+from valueprobe_jax import compile_cache, xla_flags
 from valueprobe_jax.experiments.config_loading import split_config_overrides
 from valueprobe_jax.errors import InputError
 
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         args.passthrough = rest
     if not args.no_compile_cache and compile_cache.enabled_by_env():
         compile_cache.enable()
+    xla_flags.apply_cpu_defaults()
     try:
         return int(args.func(args) or 0)
     except InputError as e:

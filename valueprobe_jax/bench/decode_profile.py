@@ -11,6 +11,8 @@ them). Layouts of the layer weights: ``stacked`` (the shipped program: a scan ov
 layers, so XLA slices each layer's weights out of the stack at every step), ``per_layer`` (one
 buffer per layer, the layer loop unrolled: no slice copies) and ``unrolled`` (stacked, unrolled).
 
+Like the ``valueprobe`` command it applies ``xla_flags.CPU_DEFAULTS`` first; set ``$XLA_FLAGS``
+to compare (``--xla_cpu_enable_concurrency_optimized_scheduler=true`` is XLA's own default).
 XLA:CPU's runtime names each trace event after the HLO op it runs, which is what the categories
 read; on other backends events carry kernel names and fall under "other". The ops of a step overlap
 on the CPU's threads, so their times can sum to more than the step's wall time.
@@ -24,6 +26,7 @@ import contextlib
 import functools
 import gzip
 import json
+import os
 import pathlib
 import re
 import tempfile
@@ -36,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from valueprobe_jax import xla_flags
 from valueprobe_jax.bench.machine import load_average, machine_info, matmul_peak_gflops
 from valueprobe_jax.engine.flops import flops_estimate
 from valueprobe_jax.models import decode as decode_mod
@@ -197,11 +201,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=12, help="ops listed per profile")
     ap.add_argument("--json", default=None, help="also write every profile here")
     args = ap.parse_args(argv)
+    xla_flags.apply_cpu_defaults()  # as the valueprobe command runs; $XLA_FLAGS overrides
     model = load_model(args.model)
     peak = matmul_peak_gflops()
     print(f"{model.name} ({model.cfg.dtype}) on {machine_info()['cpu']}, load {load_average()}, "
           f"matmul peak {peak:.1f} GFLOP/s; {args.prompts} prompts x {args.prompt_len} slots, "
-          f"{args.max_new_tokens - 1} generated slots per row")
+          f"{args.max_new_tokens - 1} generated slots per row; XLA_FLAGS "
+          f"{os.environ.get(xla_flags.ENV, '')!r}")
     results = []
     for rows in args.rows:
         for layout in args.layouts:

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from valueprobe_jax import xla_flags
-from valueprobe_jax.bench.machine import load_average, machine_info, matmul_peak_gflops
+from valueprobe_jax.bench.machine import (best_time, load_average, machine_info,
+                                          matmul_peak_gflops)
 from valueprobe_jax.engine.flops import flops_estimate
 from valueprobe_jax.models import decode as decode_mod
 from valueprobe_jax.models.checkpoints import load_model
@@ -105,16 +106,6 @@ def compiled_step(cfg: ModelConfig, args: tuple[Any, ...], layout: str) -> tuple
     return fn, args
 
 
-def best_time(fn: Any, args: tuple[Any, ...], repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def op_shapes(hlo_text: str) -> dict[str, str]:
     """HLO instruction name -> its output shape (``f32[64,1536]``), from ``compiled.as_text()``."""
     out = {}
@@ -165,7 +156,7 @@ def profile(cfg: ModelConfig, params: Params, rows: int, *, prompts: int, prompt
     fn, args = compiled_step(cfg, step_inputs(cfg, params, rows, prompts, prompt_len, ring),
                              layout)
     compile_s = time.perf_counter() - t0
-    wall = best_time(fn, args, repeats)
+    wall = best_time(lambda: jax.block_until_ready(fn(*args)), repeats)
     shapes = op_shapes(fn.as_text())
     ops = []
     for name, s in sorted(trace_ops(fn, args, trace_steps).items(), key=lambda kv: -kv[1]):

@@ -42,9 +42,15 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     """Best-of-``repeats`` float32 GFLOP/s of a jitted ``jnp.dot`` of two n x n matrices."""
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
     f = jax.jit(jnp.dot)
-    f(a, a).block_until_ready()
-    best = min(_timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats))
+    best = best_time(lambda: f(a, a).block_until_ready(), repeats)
     return 2.0 * n ** 3 / best / 1e9
+
+
+def best_time(call: Callable[[], Any], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``call``, after one untimed warm-up call
+    (compiles, allocator); ``call`` must wait for its results (``block_until_ready``)."""
+    call()
+    return min(_timed(call) for _ in range(repeats))
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -53,4 +59,4 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-__all__ = ["machine_info", "load_average", "matmul_peak_gflops"]
+__all__ = ["machine_info", "load_average", "matmul_peak_gflops", "best_time"]

@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 
 def requests(n: int) -> list[tuple[str, str]]:
@@ -39,16 +38,6 @@ def requests(n: int) -> list[tuple[str, str]]:
     return out
 
 
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up: compiles / allocator
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", type=int, default=48)
@@ -67,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
+    from valueprobe_jax.bench.machine import best_time
     from valueprobe_jax.lmeval.backend import ValueprobeLM
     from valueprobe_jax.models.hf_export import hf_model_dir
 
@@ -79,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_rows = []
     for bs in (int(b) for b in args.hf_batch_sizes.split(",")):
         hf = HFLM(pretrained=str(hf_dir), dtype="float32", device="cpu", batch_size=bs)
-        s = _best(lambda: hf.loglikelihood(inst, disable_tqdm=True), args.repeats)
+        s = best_time(lambda: hf.loglikelihood(inst, disable_tqdm=True), args.repeats)
         hf_rows.append({"batch_size": bs, "seconds": round(s, 3),
                         "ms_per_request": round(1e3 * s / len(pairs), 2)})
     # HFLM runs each distinct (context + continuation)[:-1] once (its one-token logits cache)
@@ -91,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ours = ValueprobeLM(model=args.model)
     before = dict(ours.scorer.stats.as_dict())
-    s = _best(lambda: ours.loglikelihood(inst, disable_tqdm=True), args.repeats)
+    s = best_time(lambda: ours.loglikelihood(inst, disable_tqdm=True), args.repeats)
     after = ours.scorer.stats.as_dict()
     calls = 1 + args.repeats
     report["valueprobe"] = {
@@ -99,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_processed_per_call": (after["tokens_processed"] - before["tokens_processed"]) // calls,
         "tokens_real_per_call": (after["tokens_real"] - before["tokens_real"]) // calls}
     ours.check_greedy = False  # the scorer alone (is_greedy then reads False)
-    s2 = _best(lambda: ours.loglikelihood(inst, disable_tqdm=True), args.repeats)
+    s2 = best_time(lambda: ours.loglikelihood(inst, disable_tqdm=True), args.repeats)
     report["valueprobe_without_greedy_check"] = {"seconds": round(s2, 3),
                                                  "ms_per_request": round(1e3 * s2 / len(pairs), 2)}
     print(json.dumps(report, indent=1))

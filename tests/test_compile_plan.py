@@ -47,8 +47,15 @@ def test_bad_accelerator_and_mesh():
     assert str(e.value) == "--accelerator 'a100': unknown (choose from v4-8, v5e-16, v5p-64, h100)"
     assert get_accelerator("tpu-v5e-16") is get_accelerator("v5e-16")
     assert {a.short for a in ACCELERATORS} == {"v4-8", "v5e-16", "v5p-64", "h100"}
-    with pytest.raises(InputError, match="3 devices do not divide h100-80gb's 1 chips"):
+    with pytest.raises(InputError) as e:
         cp.predict("llama-3.1-8b", get_accelerator("h100"), [], None, mesh="fsdp=3")
+    assert str(e.value) == ("--mesh data=1,fsdp=3,tensor=1: 3 devices: `valueprobe run` on "
+                            "h100-80gb takes a mesh over all its 1 chip")
+    # 8 chips of a 4-chip-host slice: neither one host nor the whole slice (make_mesh refuses it)
+    with pytest.raises(InputError) as e:
+        cp.predict("llama-3.1-8b", get_accelerator("v5p-64"), [], None, mesh=MESH)
+    assert str(e.value) == ("--mesh data=1,fsdp=4,tensor=2: 8 devices: `valueprobe run` on "
+                            "tpu-v5p-64 takes a mesh over one host's 4 chips or all 32 chips")
 
 
 def test_model_all_predicts_what_fits_and_names_what_does_not(monkeypatch, capsys):

@@ -373,31 +373,33 @@ class Prediction:
 
 def predict(model: str, acc: Any, work: list[ExperimentWork], shapes: Shapes, *,
             mesh: str | None = None, dtype: str = "bfloat16", memory: bool = True) -> Prediction:
-    """Compile ``model``'s programs on ``mesh`` (default: ``plan.suggest_mesh`` for ``acc``) and
-    predict its sweep on ``acc``; a mesh smaller than ``acc`` runs as independent replicas."""
+    """Compile ``model``'s programs on ``mesh`` (default: ``plan.suggest_run_mesh`` for ``acc``)
+    and predict its sweep on ``acc``. Only meshes ``valueprobe run`` can run are taken: over all
+    chips, or over one host's chips with one replica per host (``plan.mesh_replicas``)."""
     from valueprobe_jax.models import registry  # noqa: PLC0415
-    from valueprobe_jax.parallel.plan import suggest_mesh  # noqa: PLC0415
+    from valueprobe_jax.parallel.plan import mesh_replicas, suggest_run_mesh  # noqa: PLC0415
     from valueprobe_jax.parallel.sharding import mesh_spec_str, parse_mesh_spec  # noqa: PLC0415
 
     spec = registry.get_spec(model)
     cfg = spec.config.replace(dtype=dtype)
     if mesh is None:
-        plan = suggest_mesh(cfg, acc, batch=shapes.batch, max_len=shapes.max_len, name=model)
-        if plan is None:
+        found = suggest_run_mesh(cfg, acc, batch=shapes.batch, max_len=shapes.max_len, name=model)
+        if found is None:
             raise InputError(f"{model}: no mesh of {acc.name} fits it at --batch {shapes.batch} "
                              f"--max-len {shapes.max_len}")
-        shape = plan.mesh
+        shape, replicas = found[0].mesh, found[1]
     else:
         shape = parse_mesh_spec(mesh)
+        try:
+            replicas = mesh_replicas(acc, math.prod(shape.values()))
+        except InputError as e:
+            raise InputError(f"--mesh {mesh_spec_str(shape)}: {e}") from None
     devices = math.prod(shape.values())
-    if acc.chips % devices:
-        raise InputError(f"--mesh {mesh_spec_str(shape)}: {devices} devices do not divide "
-                         f"{acc.name}'s {acc.chips} chips")
     simulate_devices(devices)
     progs = compile_programs(cfg, mesh_spec_str(shape), shapes, memory)
     first = next(w for w in work if w.probes)
     full = next((i for i, n in enumerate(first.probe_chunks) if n == first.chunk_size), 0)
-    return Prediction(model, shape, acc.chips // devices, progs,
+    return Prediction(model, shape, replicas, progs,
                       chunks_time(first, progs, shapes, acc, range(full, full + 1)),
                       {w.experiment: chunks_time(w, progs, shapes, acc) for w in work})
 

@@ -2,7 +2,7 @@
 
     valueprobe plan --model llama-3.1-70b-instruct --mesh fsdp=4,tensor=2 --batch 8 --max-len 1024
     valueprobe plan --model all --batch 8 --max-len 1024 --json
-    valueprobe plan --compile --model llama-3.1-8b --accelerator v5p-64 --mesh fsdp=4,tensor=2
+    valueprobe plan --compile --model llama-3.1-8b --accelerator v5p-64 --mesh data=8,tensor=4
 
 --compile lowers and compiles the engine's real programs (scoring core, prefill, decode step) on
 abstract weights over simulated CPU devices and predicts the paper's sweep at the roofline
@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         print("On " + ", ".join(f"{a.name} ({a.hosts} hosts x {a.chips // a.hosts} chips)" for a in multi)
               + ": a suggestion whose fsdp x tensor fits one host's chips can also run per host (e.g. "
               "--mesh data=-1,tensor=4: hosts split the work items, no cross-host traffic); a larger "
-              "split spans the hosts, which then run in lockstep.")
+              "split spans the hosts, which then run in lockstep. For a sweep with the text method, "
+              "`plan --compile` picks one host's chips on model axes (data=1, tensor first): a data "
+              "or fsdp axis splits the decode loop's 64 rows.")
     if len(out) == 1:
         for a in ACCELERATORS:
             s = out[0][2][a.name]

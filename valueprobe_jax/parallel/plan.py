@@ -200,6 +200,53 @@ def suggest_mesh(cfg: ModelConfig, acc: Accelerator, *, batch: int, max_len: int
     return None if best is None else best[1]
 
 
+def one_host(acc: Accelerator) -> Accelerator:
+    """One host of ``acc`` (its chips / hosts): what a per-host mesh runs on."""
+    return dataclasses.replace(acc, name=f"one host of {acc.name}", chips=acc.chips // acc.hosts,
+                               hosts=1)
+
+
+def mesh_replicas(acc: Accelerator, devices: int) -> int:
+    """Copies of a mesh of ``devices`` chips that ``valueprobe run`` runs on ``acc``: one for a
+    mesh over all its chips (on several hosts, in lockstep), one per host for a mesh over one
+    host's chips (each host its own work items). ``sharding.make_mesh`` takes all of a host's or
+    all of the slice's devices, so any other size is an InputError."""
+    if devices == acc.chips:
+        return 1
+    per_host = acc.chips // acc.hosts
+    if acc.hosts > 1 and devices == per_host:
+        return acc.hosts
+
+    def chips(n: int) -> str:
+        return f"{n} chip" + ("s" if n > 1 else "")
+
+    sizes = (f"all its {chips(acc.chips)}" if acc.hosts == 1 else
+             f"one host's {chips(per_host)} or all {chips(acc.chips)}")
+    raise InputError(f"{devices} devices: `valueprobe run` on {acc.name} takes a mesh over {sizes}")
+
+
+def suggest_run_mesh(cfg: ModelConfig, acc: Accelerator, *, batch: int, max_len: int,
+                     dtype: str | None = None, name: str = "") -> tuple[MemoryPlan, int] | None:
+    """The mesh to run a sweep on and its replicas (``mesh_replicas``): one host's chips on the
+    model axes (data=1), one replica per host, when such a mesh fits; otherwise ``suggest_mesh``
+    over all chips, one replica. None when neither fits. Among the one-host meshes: fewer
+    replicated parameter dimensions, then the larger tensor axis, then the smaller total.
+
+    Why: the decode loop's rows (the Sampler's 64) are split over the batch axes, data and fsdp,
+    so on either of them each chip reads its weights (fsdp: gathers them) for 64 / split rows per
+    step. The tensor axis keeps all 64 rows per weight read, which the memory-bound decode step
+    needs; the hosts then split the work items."""
+    host = one_host(acc)
+    plans = [plan_memory(cfg, m, batch=batch, max_len=max_len, dtype=dtype, name=name)
+             for m in candidate_meshes(host.chips) if m["data"] == 1]
+    plans = [p for p in plans if p.fits(host)]
+    if plans:
+        best = min(plans, key=lambda p: (len(p.fallbacks), -p.mesh["tensor"], p.total_bytes))
+        return best, acc.hosts
+    plan = suggest_mesh(cfg, acc, batch=batch, max_len=max_len, dtype=dtype, name=name)
+    return None if plan is None else (plan, 1)
+
+
 def compact_mesh(mesh: Mapping[str, int]) -> str:
     """{data: 1, fsdp: 4, tensor: 2} -> "fsdp=4,tensor=2" (size-1 axes dropped)."""
     parts = [f"{a}={mesh[a]}" for a in MESH_AXES if mesh.get(a, 1) != 1]
@@ -211,4 +258,5 @@ def gib(n: float) -> str:
 
 
 __all__ = ["ACCELERATORS", "Accelerator", "get_accelerator", "MemoryPlan", "plan_memory", "suggest_mesh",
+           "one_host", "mesh_replicas", "suggest_run_mesh",
            "candidate_meshes", "compact_mesh", "GiB", "USABLE_FRACTION", "Fallback"]

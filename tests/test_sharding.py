@@ -236,6 +236,31 @@ def test_sampling_matches_single_device(tiny_params):
                                            np.concatenate([x.logprobs for x in r]), atol=1e-5)
 
 
+def test_sampler_rows_per_batch_shard(tiny_params):
+    """The Sampler keeps ``max_batch`` rows and ``max_prompts`` prompts per batch shard (data x
+    fsdp), so a data axis does not thin out each device's rows; the samples stay the same."""
+    engine = pytest.importorskip("valueprobe_jax.engine")
+    prompts = [f"Prompt {i}:" for i in range(6)]
+    keys = [f"k{i}" for i in range(6)]
+    sp = engine.SamplingParams(temperature=1.0, max_new_tokens=5, num_samples=4, seed=1)
+    tok = CharTokenizer()
+    ref = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=4, max_prompts=2, end_of_turn=())
+    want = ref.generate(prompts, keys, sp)
+    assert (ref.last_stats.decode_calls, ref.last_stats.decode_rows) == (3, 3 * 4)
+    for spec, ways in (("data=2,tensor=4", 2), ("fsdp=8", 8), ("tensor=8", 1)):
+        s = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=4, max_prompts=2, end_of_turn=(),
+                           mesh=sh.make_mesh(spec))
+        assert (s.max_batch, s.max_prompts) == (4 * ways, 2 * ways)
+        got = s.generate(prompts, keys, sp)
+        assert [[g.token_ids for g in r] for r in got] == [[g.token_ids for g in r] for r in want]
+        # 6 prompts in calls of 2 x ways (8 prompt slots at most), 4 x ways rows capped by the
+        # call's 4 samples per prompt slot
+        calls = -(-6 // (2 * ways))
+        slots = [1 << (min(6 - c * 2 * ways, 2 * ways) - 1).bit_length() for c in range(calls)]
+        assert s.last_stats.decode_calls == calls, spec
+        assert s.last_stats.decode_rows == sum(min(4 * ways, n * 4) for n in slots), spec
+
+
 def test_shared_prefill_matches_single_device(tiny_params):
     """One prefill for scoring and sampling on a mesh: the same samples as the sharded
     ``generate`` and the single-device shared path, scores within 1e-5."""

@@ -139,6 +139,15 @@ def make_mesh(spec: Any = None, devices: Sequence[jax.Device] | None = None) -> 
                          axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
 
 
+def batch_ways(mesh: Mesh | Mapping[str, int] | None) -> int:
+    """Shards of a batch dimension on ``mesh``: the product of the mesh axes the "batch" rule
+    splits it over (data x fsdp); 1 without a mesh."""
+    if mesh is None:
+        return 1
+    shape = mesh_shape(mesh)
+    return math.prod(shape[a] for a in dict(LOGICAL_RULES)["batch"])
+
+
 def mesh_shape(mesh: Mesh | Mapping[str, int]) -> dict[str, int]:
     """Axis sizes of a Mesh, or a plain {axis: size} mapping (planning without devices)."""
     if isinstance(mesh, Mesh):
@@ -354,7 +363,7 @@ def jit_with_shardings(fn: Callable, in_shardings: Any = None, out_shardings: An
 
 
 __all__ = ["jit_with_shardings", "MESH_AXES", "LOGICAL_RULES", "CACHE_AXES", "Fallback", "parse_mesh_spec", "make_mesh",
-           "mesh_shape", "mesh_spec_str", "logical_to_pspec", "param_pspecs", "param_shardings",
+           "batch_ways", "mesh_shape", "mesh_spec_str", "logical_to_pspec", "param_pspecs", "param_shardings",
            "sharding_fallbacks", "logical_axes_of", "shard_params", "abstract_params", "replicated",
            "batch_pspec", "batch_sharding", "batch_shardings", "shard_batch", "cache_pspecs",
            "cache_shardings", "logits_sharding", "vocab_rows_sharding", "jit_sharded"]

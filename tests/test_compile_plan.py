@@ -1,6 +1,7 @@
 """`plan --compile`: the real scoring core compiled for Llama-3.1-8B's registry shape on 8 simulated
 devices (conftest), checked against the analytic FLOP model and the memory plan."""
 
+import dataclasses
 import json
 
 import jax
@@ -71,7 +72,7 @@ def test_model_all_predicts_what_fits_and_names_what_does_not(monkeypatch, capsy
         cfg = registry.get_spec(model).config
         if cfg.num_params() > 30e9:  # the real check: plan.suggest_mesh finds no mesh
             raise InputError(f"{model}: no mesh of {acc.name} fits it at --batch 8 --max-len 1024")
-        return cp.Prediction(model, {"data": 1}, 1, cp.Programs(cost, cost, cost, None), chunk,
+        return cp.Prediction(model, {"data": 1}, 1, shapes, cp.Programs(cost, cost, cost, None), chunk,
                              {"robustness": chunk})
 
     monkeypatch.setattr(cp, "predict", fake_predict)
@@ -100,3 +101,17 @@ def test_model_all_predicts_what_fits_and_names_what_does_not(monkeypatch, capsy
     assert main(["plan", "--compile", "--model", "all", "--accelerator", "h100"]) == 2
     assert capsys.readouterr().err.startswith(
         "valueprobe plan: error: --model all: no registry model fits h100-80gb (qwen2.5-72b: ")
+
+
+def test_decode_rows_per_batch_shard():
+    """The plan compiles the decode loop with the Sampler's rows per batch shard (data x fsdp),
+    capped by a call's samples, as ``Sampler`` picks them on that mesh."""
+    work = [cp.ExperimentWork("robustness", 64, 0, 2, 32, 10, 64, 1, 20, 137.0, 18.0, 19.0, 107.0,
+                              [32, 32], [0, 0])]
+    rows, prompts = cp.sampler_defaults()
+    one = cp.call_shapes(work, 8, 1024)
+    assert (one.prompts, one.rows) == (32, min(rows, 32 * 10))
+    four = cp.call_shapes(work, 8, 1024, ways=4)
+    assert (four.prompts, four.rows) == (32, min(4 * rows, 32 * 10))  # 320: a chunk's samples
+    # nothing else differs
+    assert dataclasses.replace(four, rows=one.rows, rating_rows=one.rating_rows) == one

@@ -8,7 +8,7 @@ import pytest
 from valueprobe_jax.errors import InputError
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.parallel.plan import (ACCELERATORS, GiB, candidate_meshes, mesh_replicas,
-                                          plan_memory, suggest_mesh, suggest_run_mesh)
+                                          one_host, plan_memory, suggest_mesh, suggest_run_mesh)
 
 # Llama-3.1-8B (config.json of meta-llama/Llama-3.1-8B): 8,030,261,248 parameters.
 LLAMA8B = ModelConfig(family="llama", vocab_size=128256, hidden_size=4096, num_layers=32,
@@ -69,13 +69,17 @@ def test_suggest_mesh_smallest_split_that_fits():
     assert s.total_bytes <= 16 * GiB * 0.9
 
 
-def test_run_mesh_one_host_on_model_axes_else_all_chips():
-    """`plan --compile`'s default: one host's chips on model axes (the tensor axis first), one
-    replica per host; a model no host holds spans every chip; meshes `valueprobe run` can run."""
+def test_run_mesh_one_host_else_all_chips():
+    """`plan --compile`'s default: the memory plan's mesh for one host's chips, one replica per
+    host; a model no host holds spans every chip; only meshes `valueprobe run` can run."""
     acc = {a.short: a for a in ACCELERATORS}
     seventy = LLAMA8B.replace(hidden_size=8192, num_layers=80, num_heads=64, intermediate_size=28672)
     plan, replicas = suggest_run_mesh(LLAMA8B, acc["v5p-64"], batch=8, max_len=1024, dtype="bfloat16")
-    assert (plan.mesh, replicas) == ({"data": 1, "fsdp": 1, "tensor": 4}, 8)  # not data=8,tensor=4
+    # 16 GB of weights fit a 95 GiB chip: data=4 on each of the 8 hosts, not data=8,tensor=4
+    assert (plan.mesh, replicas) == ({"data": 4, "fsdp": 1, "tensor": 1}, 8)
+    assert suggest_mesh(LLAMA8B, acc["v5p-64"], batch=8, max_len=1024,
+                        dtype="bfloat16").mesh == {"data": 8, "fsdp": 1, "tensor": 4}
+    assert one_host(acc["v5e-16"]).chips == 4
     plan, replicas = suggest_run_mesh(LLAMA8B, acc["h100"], batch=8, max_len=1024, dtype="bfloat16")
     assert (plan.mesh, replicas) == ({"data": 1, "fsdp": 1, "tensor": 1}, 1)
     # 141 GB of weights: more than one v5e host (4 x 16 GiB), so all 16 chips in lockstep

@@ -271,13 +271,14 @@ class Shapes:
     rating_new_tokens: int
 
 
-def call_shapes(work: list[ExperimentWork], batch: int, max_len: int) -> Shapes:
+def call_shapes(work: list[ExperimentWork], batch: int, max_len: int, ways: int = 1) -> Shapes:
     """Shapes of the engine's calls for this sweep: scoring rows of ``max_len`` tokens packing
     whole probes, LM-head positions per row rounded up to 8; prefill of a decode call's prompts
-    at the sampler's bucket of the longest mean prompt; decode rows as the Sampler picks them."""
+    at the sampler's bucket of the longest mean prompt; decode rows and prompts per call as the
+    Sampler picks them on a mesh of ``ways`` batch shards (``sharding.batch_ways``)."""
     from valueprobe_jax.engine.sampler import prompt_bucket  # noqa: PLC0415
 
-    rows, prompts = sampler_defaults()
+    rows, prompts = (n * ways for n in sampler_defaults())
     probe = [w for w in work if w.probes]
     per_probe = max(w.prompt_tokens + w.option_tokens for w in probe)
     heads = max(w.heads for w in probe)
@@ -361,6 +362,7 @@ class Prediction:
     model: str
     mesh: dict[str, int]
     replicas: int  # copies of the mesh on the accelerator, each running its own chunks
+    shapes: Shapes  # the calls compiled (decode rows per batch shard of the mesh)
     programs: Programs
     chunk: ChunkTime  # the first full chunk of probes (robustness)
     experiments: dict[str, ChunkTime]  # every chunk of each experiment, one replica
@@ -378,7 +380,8 @@ def predict(model: str, acc: Any, work: list[ExperimentWork], shapes: Shapes, *,
     chips, or over one host's chips with one replica per host (``plan.mesh_replicas``)."""
     from valueprobe_jax.models import registry  # noqa: PLC0415
     from valueprobe_jax.parallel.plan import mesh_replicas, suggest_run_mesh  # noqa: PLC0415
-    from valueprobe_jax.parallel.sharding import mesh_spec_str, parse_mesh_spec  # noqa: PLC0415
+    from valueprobe_jax.parallel.sharding import (batch_ways, mesh_spec_str,  # noqa: PLC0415
+                                                  parse_mesh_spec)
 
     spec = registry.get_spec(model)
     cfg = spec.config.replace(dtype=dtype)
@@ -396,10 +399,11 @@ def predict(model: str, acc: Any, work: list[ExperimentWork], shapes: Shapes, *,
             raise InputError(f"--mesh {mesh_spec_str(shape)}: {e}") from None
     devices = math.prod(shape.values())
     simulate_devices(devices)
+    shapes = call_shapes(work, shapes.batch, shapes.max_len, batch_ways(shape))
     progs = compile_programs(cfg, mesh_spec_str(shape), shapes, memory)
     first = next(w for w in work if w.probes)
     full = next((i for i, n in enumerate(first.probe_chunks) if n == first.chunk_size), 0)
-    return Prediction(model, shape, replicas, progs,
+    return Prediction(model, shape, replicas, shapes, progs,
                       chunks_time(first, progs, shapes, acc, range(full, full + 1)),
                       {w.experiment: chunks_time(w, progs, shapes, acc) for w in work})
 

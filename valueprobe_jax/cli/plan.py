@@ -112,9 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print("On " + ", ".join(f"{a.name} ({a.hosts} hosts x {a.chips // a.hosts} chips)" for a in multi)
               + ": a suggestion whose fsdp x tensor fits one host's chips can also run per host (e.g. "
               "--mesh data=-1,tensor=4: hosts split the work items, no cross-host traffic); a larger "
-              "split spans the hosts, which then run in lockstep. For a sweep with the text method, "
-              "`plan --compile` picks one host's chips on model axes (data=1, tensor first): a data "
-              "or fsdp axis splits the decode loop's 64 rows.")
+              "split spans the hosts, which then run in lockstep. `plan --compile` predicts a sweep on the "
+              "one-host suggestion where there is one, one replica per host.")
     if len(out) == 1:
         for a in ACCELERATORS:
             s = out[0][2][a.name]
@@ -164,7 +163,7 @@ def run_compile(args: argparse.Namespace) -> int:
 def _pred_dict(p, acc) -> dict:
     progs = [x for x in (p.programs.score, p.programs.prefill, p.programs.decode,
                          p.programs.rating_decode) if x is not None]
-    return {"model": p.model, "mesh": p.mesh, "replicas": p.replicas,
+    return {"model": p.model, "mesh": p.mesh, "replicas": p.replicas, "shapes": p.shapes.__dict__,
             "programs": [{"name": x.name, "shape": x.shape, "flops": x.flops, "bytes": x.bytes,
                           "memory": x.memory, "roofline_s": x.seconds(acc)} for x in progs],
             "chunk_s": p.chunk.seconds, "sweep_s": p.sweep_seconds}
@@ -220,8 +219,10 @@ def _print_compile(preds, work, shapes, acc, args) -> None:
     print(f"  scoring: packed rows of {shapes.max_len} tokens x {shapes.batch} (tree core, perfect "
           f"packing, no shared-prefix reuse); prefill: {shapes.prompts} prompts of "
           f"{shapes.prompt_len} slots per decode call; decode: {shapes.rows} rows (the Sampler's "
-          "defaults), every sample runs to its token cap: an upper bound on decode steps (samples "
-          "that stop early, e.g. at an end-of-turn token, take fewer)")
+          "defaults) per batch shard (data x fsdp) of the mesh, at most a call's samples "
+          f"({', '.join(sorted({f'{p.shapes.rows} on {compact_mesh(p.mesh)}' for p in preds}))}); "
+          "every sample runs to its token cap: an upper bound on decode steps (samples that stop "
+          "early, e.g. at an end-of-turn token, take fewer)")
     print("  efficiency = the roofline (max of FLOPs / peak, bytes / HBM bandwidth per call, XLA's "
           "counts of the CPU-compiled program): a lower bound for these calls; no host, launch or "
           "collective time; replicas split chunks evenly; CPU XLA's bytes (its fusion) stand in for "

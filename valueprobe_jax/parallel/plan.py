@@ -227,22 +227,17 @@ def mesh_replicas(acc: Accelerator, devices: int) -> int:
 
 def suggest_run_mesh(cfg: ModelConfig, acc: Accelerator, *, batch: int, max_len: int,
                      dtype: str | None = None, name: str = "") -> tuple[MemoryPlan, int] | None:
-    """The mesh to run a sweep on and its replicas (``mesh_replicas``): one host's chips on the
-    model axes (data=1), one replica per host, when such a mesh fits; otherwise ``suggest_mesh``
-    over all chips, one replica. None when neither fits. Among the one-host meshes: fewer
-    replicated parameter dimensions, then the larger tensor axis, then the smaller total.
+    """The mesh to run a sweep on and its replicas (``mesh_replicas``): ``suggest_mesh`` for one
+    host's chips, one replica per host, when such a mesh fits; otherwise ``suggest_mesh`` over
+    all chips, one replica. None when neither fits.
 
-    Why: the decode loop's rows (the Sampler's 64) are split over the batch axes, data and fsdp,
-    so on either of them each chip reads its weights (fsdp: gathers them) for 64 / split rows per
-    step. The tensor axis keeps all 64 rows per weight read, which the memory-bound decode step
-    needs; the hosts then split the work items."""
-    host = one_host(acc)
-    plans = [plan_memory(cfg, m, batch=batch, max_len=max_len, dtype=dtype, name=name)
-             for m in candidate_meshes(host.chips) if m["data"] == 1]
-    plans = [p for p in plans if p.fits(host)]
-    if plans:
-        best = min(plans, key=lambda p: (len(p.fallbacks), -p.mesh["tensor"], p.total_bytes))
-        return best, acc.hosts
+    Why one host: the hosts then split the work items, and each fills its decode rows from its
+    own chunks. One program over every host shares each chunk's samples among all its batch
+    shards (a 32-probe chunk has 320 samples: 40 rows for each of v5p-64's 8 data shards instead
+    of the Sampler's 64), and its steps wait on collectives across hosts."""
+    plan = suggest_mesh(cfg, one_host(acc), batch=batch, max_len=max_len, dtype=dtype, name=name)
+    if plan is not None:
+        return plan, acc.hosts
     plan = suggest_mesh(cfg, acc, batch=batch, max_len=max_len, dtype=dtype, name=name)
     return None if plan is None else (plan, 1)
 

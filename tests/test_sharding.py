@@ -247,7 +247,7 @@ def test_sampler_rows_per_batch_shard(tiny_params):
     ref = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=4, max_prompts=2, end_of_turn=())
     want = ref.generate(prompts, keys, sp)
     assert (ref.last_stats.decode_calls, ref.last_stats.decode_rows) == (3, 3 * 4)
-    for spec, ways in (("data=2,tensor=4", 2), ("fsdp=8", 8), ("tensor=8", 1)):
+    for spec, ways in (("data=2,tensor=4", 2), ("fsdp=8", 8)):
         s = engine.Sampler(SHARDABLE, tiny_params, tok, max_batch=4, max_prompts=2, end_of_turn=(),
                            mesh=sh.make_mesh(spec))
         assert (s.max_batch, s.max_prompts) == (4 * ways, 2 * ways)

@@ -34,8 +34,8 @@ from valueprobe_jax.vocabulary import check_choice
 from valueprobe_jax.models.decoder import flatten_params
 from valueprobe_jax.models.config import ModelConfig
 from valueprobe_jax.models.layers import param_shapes
-from valueprobe_jax.parallel.sharding import (MESH_AXES, Fallback, cache_pspecs, logical_to_pspec,
-                                     param_pspecs, parse_mesh_spec)
+from valueprobe_jax.parallel.sharding import (MESH_AXES, Fallback, batch_ways, cache_pspecs,
+                                     logical_to_pspec, param_pspecs, parse_mesh_spec)
 
 GiB = 1024 ** 3
 USABLE_FRACTION = 0.9
@@ -192,7 +192,7 @@ def suggest_mesh(cfg: ModelConfig, acc: Accelerator, *, batch: int, max_len: int
         p = plan_memory(cfg, mesh, batch=batch, max_len=max_len, dtype=dtype, name=name)
         if not p.fits(acc):
             continue
-        batch_split = batch % (mesh["data"] * mesh["fsdp"]) == 0
+        batch_split = batch % batch_ways(mesh) == 0
         rank = (not batch_split, mesh["fsdp"] * mesh["tensor"], len(p.fallbacks), p.total_bytes,
                 -mesh["tensor"])
         if best is None or rank < best[0]:
